@@ -1,0 +1,81 @@
+"""Server configuration: defaults, an optional TOML file, then command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+class ConfigError(Exception):
+    """The configuration file or an option is invalid; the message names the key."""
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("vpserver", "vpdesk"))
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = field(default_factory=default_data_dir)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    # Addresses ICE gathers host candidates on. Empty: every interface but loopback
+    # (aioice's default). Tests and benchmarks set ["127.0.0.1"].
+    ice_addresses: list[str] = field(default_factory=list)
+    # Address written into the answer's candidates instead of the gathered one, for a
+    # server behind NAT (mediasoup's announcedIp).
+    announced_address: str | None = None
+    # STUN/TURN servers handed to clients in `hello`.
+    ice_servers: list[dict] = field(default_factory=list)
+    floor_lease_ms: int = 3000
+    max_talk_ms: int = 60_000
+    token_ttl_s: int = 12 * 3600
+    hello_timeout_s: float = 10.0
+    idle_timeout_s: float = 45.0
+    heartbeat_s: float = 15.0
+    max_frame_bytes: int = 64 * 1024
+    max_receive_slots: int = 64
+
+    @property
+    def listen(self) -> str:
+        return f"{self.listen_host}:{self.listen_port}"
+
+    def with_overrides(self, **values) -> "ServerConfig":
+        """A copy with the given fields replaced; None values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT', '[::1]:PORT' or ':PORT' into (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen address {value!r} is not HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def load_config(path: Path | None) -> ServerConfig:
+    """Read a TOML file whose top-level keys are ServerConfig field names."""
+    config = ServerConfig()
+    if path is None:
+        return config
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    known = {f.name: f for f in dataclasses.fields(ServerConfig)}
+    values: dict = {}
+    for key, value in raw.items():
+        if key == "listen":
+            values["listen_host"], values["listen_port"] = parse_listen(str(value))
+        elif key not in known:
+            raise ConfigError(f"unknown config key {key!r} in {path}")
+        elif key == "data_dir":
+            values[key] = Path(value)
+        else:
+            values[key] = value
+    return config.with_overrides(**values)
