@@ -1,0 +1,237 @@
+"""Every use of aiortc and aioice internals, in one place.
+
+aiortc is pinned (pyproject) because these hooks reach past its public API; the tests in
+tests/server/test_aiortc_hooks.py fail loudly when an upgrade moves one of them.
+
+What we need that the public API lacks:
+- ICE host addresses: aioice leaves loopback out and offers every LAN address; the
+  server and the tests choose the addresses.
+- Opus for PTT: aiortc's encoder is 96 kb/s stereo without FEC.
+- Ingest before the jitter buffer: the talker's decrypted RTP bytes, before aiortc parses,
+  buffers (>= 80 ms) and decodes them.
+- Egress without a coroutine per packet: protect with the listener's SRTP session and
+  write to its nominated ICE pair directly, keeping RTCP sender reports truthful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
+from aiortc.codecs import opus as aiortc_opus
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State as DtlsState
+
+logger = logging.getLogger(__name__)
+
+OPUS_BITRATE = 28_000
+OPUS_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+
+class HookError(RuntimeError):
+    """An aiortc internal this module relies on is missing: the pinned version changed."""
+
+
+# --- ICE host addresses ------------------------------------------------------------------
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def use_host_addresses(addresses: Iterable[str] | None) -> None:
+    """Make every ICE agent in this process gather host candidates on `addresses` only.
+
+    None or an empty list restores aioice's default (all interfaces but loopback). The
+    setting is process-wide because aioice reads a module function; the embedded server
+    and the console's own client share it, which is what a one-PC site wants.
+    """
+    chosen = list(addresses or [])
+    if not chosen:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+# --- Opus encoder settings for push-to-talk -------------------------------------------
+
+_original_encoder_init = aiortc_opus.OpusEncoder.__init__
+
+
+def configure_opus_encoder(bitrate: int = OPUS_BITRATE) -> None:
+    """Make aiortc's Opus encoder PTT-shaped: mono voice, ~28 kb/s, in-band FEC, no DTX.
+
+    Affects this process's aiortc senders (the console and the test/bench clients); the
+    server never encodes.
+    """
+
+    def init(self: aiortc_opus.OpusEncoder) -> None:
+        _original_encoder_init(self)
+        self.codec.bit_rate = bitrate
+        self.codec.layout = "mono"
+        # libopus through FFmpeg: voip mode, in-band FEC tuned for some loss. DTX is off
+        # by default in libopus and stays off: PTT wants continuous 20 ms frames.
+        self.codec.options = {
+            "application": "voip",
+            "fec": "1",
+            "packet_loss": "10",
+            "frame_duration": "20",
+        }
+        self.resampler = aiortc_opus.AudioResampler(
+            format="s16",
+            layout="mono",
+            rate=aiortc_opus.SAMPLE_RATE,
+            frame_size=aiortc_opus.SAMPLES_PER_FRAME,
+        )
+
+    aiortc_opus.OpusEncoder.__init__ = init
+
+
+# --- Ingest: the talker's RTP before the jitter buffer -------------------------------
+
+RtpTap = Callable[[bytes], None]
+
+
+def dtls_transport_of(pc: RTCPeerConnection) -> RTCDtlsTransport:
+    """The one DTLS transport of a BUNDLEd connection (the first transceiver's)."""
+    transceivers = pc.getTransceivers()
+    if not transceivers:
+        raise HookError("peer connection has no transceivers yet")
+    return transceivers[0].receiver.transport
+
+
+def tap_incoming_rtp(transport: RTCDtlsTransport, tap: RtpTap) -> None:
+    """Hand every decrypted RTP packet on `transport` to `tap` instead of aiortc's receivers.
+
+    `tap` is called on the event loop with the packet bytes (header included, SRTP
+    already removed) and must not block. RTCP keeps aiortc's path. aiortc never sees the
+    RTP, so its receive jitter buffer and decoder stay idle.
+    """
+    if not hasattr(transport, "_handle_rtp_data"):
+        raise HookError("RTCDtlsTransport._handle_rtp_data is gone")
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        tap(data)
+
+    transport._handle_rtp_data = handle_rtp_data  # instance attribute shadows the method
+
+
+def stop_receiver_decoder(receiver: RTCRtpReceiver) -> None:
+    """Stop the decoder thread aiortc starts per receiver: tapped media never reaches it."""
+    stop = getattr(receiver, "_RTCRtpReceiver__stop_decoder", None)
+    if stop is None:
+        raise HookError("RTCRtpReceiver.__stop_decoder is gone")
+    stop()
+
+
+# --- Egress: write RTP straight to a listener -----------------------------------------
+
+
+class ParkedTrack(MediaStreamTrack):
+    """A track whose recv() waits until stopped: it keeps an RTCRtpSender's own RTP loop
+    asleep (with no track it polls every 20 ms), while we write packets ourselves."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stopped = asyncio.Event()
+
+    async def recv(self):  # noqa: D102 - MediaStreamTrack API
+        await self._stopped.wait()
+        from aiortc.mediastreams import MediaStreamError
+
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+
+def negotiated_opus_payload_type(transceiver: RTCRtpTransceiver) -> int:
+    """The Opus payload type this connection negotiated (browsers use 111, aiortc 96)."""
+    for codec in getattr(transceiver, "_codecs", None) or []:
+        if codec.mimeType.lower() == "audio/opus":
+            return codec.payloadType
+    raise HookError(f"transceiver mid={transceiver.mid} negotiated no Opus codec")
+
+
+def negotiated_extension_id(transceiver: RTCRtpTransceiver, uri: str) -> int | None:
+    """The header-extension id negotiated for `uri` on this connection, if any."""
+    for ext in getattr(transceiver, "_headerExtensions", None) or []:
+        if ext.uri == uri:
+            return ext.id
+    return None
+
+
+class SenderReportCounters:
+    """Keeps an RTCRtpSender's RTCP sender-report figures true for packets we send.
+
+    aiortc's RTCP task reads these private counters once a second; we add to them per
+    packet and refresh the NTP/RTP timestamp pair every few packets (the pair only has to
+    describe one instant).
+    """
+
+    __slots__ = ("sender", "_since_refresh")
+
+    REFRESH_EVERY = 25  # packets: 0.5 s of 20 ms audio
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        for name in ("packet_count", "octet_count", "ntp_timestamp", "rtp_timestamp"):
+            if not hasattr(sender, f"_RTCRtpSender__{name}"):
+                raise HookError(f"RTCRtpSender.__{name} is gone")
+        self.sender = sender
+        self._since_refresh = self.REFRESH_EVERY
+
+    def count(self, payload_bytes: int, rtp_timestamp: int) -> None:
+        sender = self.sender
+        sender._RTCRtpSender__packet_count += 1
+        sender._RTCRtpSender__octet_count += payload_bytes
+        self._since_refresh += 1
+        if self._since_refresh >= self.REFRESH_EVERY:
+            self._since_refresh = 0
+            sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+            sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+
+
+class RawRtpWriter:
+    """Protects and sends ready-made RTP packets on a connection's DTLS/ICE transport.
+
+    write() is synchronous and cheap: libsrtp protect plus one sendto on the nominated
+    ICE pair. Packets before DTLS is up (or after the pair is gone) are dropped, as a
+    real network would.
+    """
+
+    __slots__ = ("_dtls", "_ice")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        ice = getattr(dtls.transport, "_connection", None)
+        if ice is None or not hasattr(ice, "_nominated"):
+            raise HookError("RTCIceTransport._connection._nominated is gone")
+        if not hasattr(dtls, "_state"):
+            raise HookError("RTCDtlsTransport._state is gone")
+        self._dtls = dtls
+        self._ice = ice
+
+    @property
+    def ready(self) -> bool:
+        return self._dtls._state is DtlsState.CONNECTED and 1 in self._ice._nominated
+
+    def write(self, packet: bytes) -> bool:
+        """Send one RTP packet; False when the transport cannot carry it (yet)."""
+        dtls = self._dtls
+        if dtls._state is not DtlsState.CONNECTED:
+            return False
+        pair = self._ice._nominated.get(1)
+        if pair is None:
+            return False
+        transport = pair.protocol.transport
+        if transport is None:
+            return False
+        transport.sendto(dtls._tx_srtp.protect(packet), pair.remote_addr)
+        return True

@@ -1,0 +1,182 @@
+"""The packet path: a talker's RTP in, one rewritten copy per listening m-line out.
+
+Nothing here decodes audio. Each listener m-line (a `ListenerOutput`) carries one steady
+stream per channel: its own SSRC, its own contiguous sequence numbers and a timestamp line
+that advances with wall time across talker changes, so a receiver's jitter buffer sees a
+single source that sometimes pauses.
+
+Everything runs on the server's event loop; the hot path is synchronous and allocates only
+the outgoing packet.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+CLOCK_RATE = 48_000
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+
+_HEADER = struct.Struct("!BBHII")
+_pack_header = _HEADER.pack
+
+
+class MalformedRtp(ValueError):
+    """A packet too short or inconsistent to be RTP."""
+
+
+def rtp_payload_bounds(data: bytes) -> tuple[int, int]:
+    """(start, end) of the payload in an RTP packet, skipping CSRCs, extension, padding."""
+    size = len(data)
+    if size < 12 or data[0] >> 6 != 2:
+        raise MalformedRtp(f"not RTP ({size} bytes)")
+    first = data[0]
+    start = 12 + 4 * (first & 0x0F)
+    if first & 0x10:
+        if size < start + 4:
+            raise MalformedRtp("truncated header extension")
+        start += 4 + 4 * ((data[start + 2] << 8) | data[start + 3])
+    end = size
+    if first & 0x20:
+        end -= data[-1]
+    if start > end:
+        raise MalformedRtp("header longer than packet")
+    return start, end
+
+
+def one_byte_extension_block(ext_id: int, value: bytes) -> bytes:
+    """An RFC 8285 one-byte header-extension block holding one element, padded to 32 bits."""
+    if not 1 <= ext_id <= 14 or not 1 <= len(value) <= 16:
+        raise ValueError(f"extension id {ext_id} / length {len(value)} out of range")
+    body = bytes([(ext_id << 4) | (len(value) - 1)]) + value
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+class ListenerOutput:
+    """One listener m-line bound to one channel: rewrites and sends each forwarded packet.
+
+    `write` is the listener's transport (RawRtpWriter.write); `on_sent` feeds its RTCP
+    sender-report counters. Both are plain callables so tests can capture packets.
+    """
+
+    __slots__ = (
+        "label", "ssrc", "_first_byte", "_second_byte", "_extension", "_write", "_on_sent",
+        "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts", "_last_time",
+        "packets_sent", "bytes_sent", "_clock",
+    )
+
+    def __init__(
+        self,
+        *,
+        ssrc: int,
+        payload_type: int,
+        write: Callable[[bytes], bool],
+        extension: bytes = b"",
+        on_sent: Callable[[int, int], None] | None = None,
+        label: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.ssrc = ssrc
+        self._extension = extension
+        self._first_byte = 0x90 if extension else 0x80  # V=2, X when we add an extension
+        self._second_byte = payload_type & 0x7F
+        self._write = write
+        self._on_sent = on_sent
+        self._clock = clock
+        self._source: object = None
+        self._seq_offset = 0
+        self._ts_offset = 0
+        # Random starting points, as RFC 3550 asks; sequence in the lower half so that an
+        # early wrap cannot confuse SRTP's rollover counter.
+        self._last_seq = random.randrange(0, 0x8000)
+        self._last_ts = random.randrange(0, 0x1_0000_0000)
+        self._last_time: float | None = None
+        self.packets_sent = 0
+        self.bytes_sent = 0
+
+    def resync(self) -> None:
+        """Forget the current source: the next packet starts a new run (after unmute)."""
+        self._source = None
+
+    def _rebase(self, source: object, seq: int, ts: int) -> None:
+        # A new talker (or the same one after a pause we did not forward): continue our
+        # sequence right after the last packet, and our timestamps by the wall time that
+        # passed, at least one frame, so the receiver sees silence rather than a jump back.
+        now = self._clock()
+        if self._last_time is None:
+            advance = FRAME_SAMPLES
+        else:
+            advance = max(FRAME_SAMPLES, int((now - self._last_time) * CLOCK_RATE))
+        self._seq_offset = (self._last_seq + 1 - seq) & 0xFFFF
+        self._ts_offset = (self._last_ts + advance - ts) & 0xFFFFFFFF
+        self._source = source
+
+    def send(self, source: object, seq: int, ts: int, marker: int, payload: bytes) -> None:
+        if source is not self._source:
+            self._rebase(source, seq, ts)
+        out_seq = (seq + self._seq_offset) & 0xFFFF
+        out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
+        packet = (
+            _pack_header(self._first_byte, self._second_byte | marker, out_seq, out_ts, self.ssrc)
+            + self._extension
+            + payload
+        )
+        if self._write(packet):
+            self._last_seq = out_seq
+            self._last_ts = out_ts
+            self._last_time = self._clock()
+            self.packets_sent += 1
+            self.bytes_sent += len(payload)
+            if self._on_sent is not None:
+                self._on_sent(len(payload), out_ts)
+
+
+class ChannelFanout:
+    """The unmuted listener outputs of one channel on this node, and its counters."""
+
+    __slots__ = ("channel_id", "outputs", "packets_in", "packets_out", "bytes_out")
+
+    def __init__(self, channel_id: int) -> None:
+        self.channel_id = channel_id
+        self.outputs: list[ListenerOutput] = []
+        self.packets_in = 0
+        self.packets_out = 0
+        self.bytes_out = 0
+
+    def add(self, output: ListenerOutput) -> None:
+        if output not in self.outputs:
+            output.resync()
+            self.outputs.append(output)
+
+    def remove(self, output: ListenerOutput) -> None:
+        try:
+            self.outputs.remove(output)
+        except ValueError:
+            pass
+
+    def forward(self, source: object, data: bytes) -> None:
+        """Send one talker packet to every output. `source` identifies the talker's stream
+        (any object compared by identity); a change of it rebases each output."""
+        try:
+            start, end = rtp_payload_bounds(data)
+        except MalformedRtp:
+            return
+        if start == end:
+            return  # an empty (padding-only) packet carries no audio
+        marker = data[1] & 0x80
+        seq = (data[2] << 8) | data[3]
+        ts = int.from_bytes(data[4:8], "big")
+        payload = data[start:end]
+        self.packets_in += 1
+        outputs = self.outputs
+        for output in outputs:
+            output.send(source, seq, ts, marker, payload)
+        self.packets_out += len(outputs)
+        self.bytes_out += len(outputs) * len(payload)

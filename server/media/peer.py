@@ -1,0 +1,199 @@
+"""The server's side of one client session's RTCPeerConnection.
+
+The client's first m-line is its microphone (we only receive on it); each further m-line is
+a receive slot that `join` binds to a channel (we only send on it). Microphone RTP is
+tapped before aiortc's jitter buffer and handed to `on_rtp`; listener slots are written by
+the forwarder through `ListenerOutput`s built here. All methods run on the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from . import aiortc_hooks as hooks
+from .forwarder import ListenerOutput, one_byte_extension_block
+from .sdp import BadOffer, OfferShape, check_offer, shape_answer
+
+logger = logging.getLogger(__name__)
+
+
+class NoFreeSlot(Exception):
+    """Every receive m-line is bound to a channel; the client must re-offer with more."""
+
+
+class MediaNotReady(Exception):
+    """No offer/answer has been exchanged yet."""
+
+
+@dataclass
+class ReceiveSlot:
+    mid: str
+    transceiver: RTCRtpTransceiver
+    output: ListenerOutput
+    channel_id: int | None = None
+
+
+class ServerPeer:
+    """Media for one session. `on_rtp(bytes)` receives the microphone's RTP."""
+
+    def __init__(
+        self,
+        label: str,
+        on_rtp: Callable[[bytes], None],
+        *,
+        max_receive_slots: int = 64,
+        announced_address: str | None = None,
+    ) -> None:
+        self.label = label
+        self._on_rtp = on_rtp
+        self._max_slots = max_receive_slots
+        self._announced = announced_address
+        self._pc: RTCPeerConnection | None = None
+        self._slots: dict[str, ReceiveSlot] = {}
+        self._slot_order: list[str] = []
+        self._writer: hooks.RawRtpWriter | None = None
+        self._tapped = False
+        self._lock = asyncio.Lock()
+        self._parked: list[hooks.ParkedTrack] = []
+        self.closed = False
+
+    # --- negotiation ---------------------------------------------------------------
+
+    async def answer(self, offer_sdp: object) -> str:
+        """Apply a client offer (first or re-offer) and return the answer's SDP.
+
+        Raises BadOffer for SDP we refuse; existing slots keep their channels.
+        """
+        shape = check_offer(offer_sdp, self._max_slots)
+        async with self._lock:
+            if self.closed:
+                raise MediaNotReady("session media is closed")
+            if self._pc is None:
+                self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                self._pc.on("connectionstatechange", self._on_state)
+            elif self._slot_order and shape.mids[: 1 + len(self._slot_order)] != (
+                [self._mic_mid] + self._slot_order
+            ):
+                raise BadOffer("a re-offer must keep the existing m-lines in order")
+            pc = self._pc
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            except Exception as exc:  # aiortc raises many types for bad SDP
+                raise BadOffer(f"offer rejected: {exc}") from exc
+            self._configure_transceivers(shape)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            self._install_taps()
+            return shape_answer(pc.localDescription.sdp, self._announced)
+
+    @property
+    def _mic_mid(self) -> str:
+        return self._pc.getTransceivers()[0].mid
+
+    def _configure_transceivers(self, shape: OfferShape) -> None:
+        transceivers = {t.mid: t for t in self._pc.getTransceivers()}
+        mic = transceivers[shape.microphone_mid]
+        mic.direction = "recvonly"
+        for mid in shape.receive_mids:
+            transceiver = transceivers[mid]
+            if mid in self._slots:
+                continue
+            transceiver.direction = "sendonly"
+            track = hooks.ParkedTrack()
+            self._parked.append(track)
+            transceiver.sender.replaceTrack(track)
+            self._slots[mid] = ReceiveSlot(mid=mid, transceiver=transceiver, output=None)  # type: ignore[arg-type]
+            self._slot_order.append(mid)
+
+    def _install_taps(self) -> None:
+        transceivers = self._pc.getTransceivers()
+        dtls = hooks.dtls_transport_of(self._pc)
+        if not self._tapped:
+            hooks.tap_incoming_rtp(dtls, self._on_rtp)
+            self._writer = hooks.RawRtpWriter(dtls)
+            self._tapped = True
+        for transceiver in transceivers[1:]:
+            slot = self._slots.get(transceiver.mid)
+            if slot is None or slot.output is not None:
+                continue
+            if transceiver.sender.transport is not dtls:
+                raise BadOffer("offer must BUNDLE all m-lines on one transport")
+            slot.output = self._make_output(transceiver)
+
+    def _make_output(self, transceiver: RTCRtpTransceiver) -> ListenerOutput:
+        mid_ext = hooks.negotiated_extension_id(transceiver, hooks.OPUS_MID_URI)
+        extension = one_byte_extension_block(mid_ext, transceiver.mid.encode()) if mid_ext else b""
+        counters = hooks.SenderReportCounters(transceiver.sender)
+        return ListenerOutput(
+            ssrc=transceiver.sender._ssrc,
+            payload_type=hooks.negotiated_opus_payload_type(transceiver),
+            write=self._writer.write,
+            extension=extension,
+            on_sent=counters.count,
+            label=f"{self.label}/{transceiver.mid}",
+        )
+
+    def _on_state(self) -> None:
+        if self._pc is not None:
+            logger.info("%s media %s", self.label, self._pc.connectionState)
+
+    @property
+    def connection_state(self) -> str:
+        return self._pc.connectionState if self._pc else "new"
+
+    # --- slots ---------------------------------------------------------------------
+
+    def bind(self, channel_id: int) -> ReceiveSlot:
+        """Bind a free receive slot to `channel_id` (idempotent for a bound channel)."""
+        if self._pc is None:
+            raise MediaNotReady("send an offer before joining")
+        for slot in self._slots.values():
+            if slot.channel_id == channel_id:
+                return slot
+        for mid in self._slot_order:
+            slot = self._slots[mid]
+            if slot.channel_id is None and slot.output is not None:
+                slot.channel_id = channel_id
+                return slot
+        raise NoFreeSlot(f"all {len(self._slots)} receive m-lines are bound")
+
+    def unbind(self, channel_id: int) -> ReceiveSlot | None:
+        for slot in self._slots.values():
+            if slot.channel_id == channel_id:
+                slot.channel_id = None
+                return slot
+        return None
+
+    def slot_for(self, channel_id: int) -> ReceiveSlot | None:
+        for slot in self._slots.values():
+            if slot.channel_id == channel_id:
+                return slot
+        return None
+
+    @property
+    def free_slots(self) -> int:
+        return sum(1 for s in self._slots.values() if s.channel_id is None)
+
+    @property
+    def has_media(self) -> bool:
+        return self._pc is not None
+
+    async def close(self) -> None:
+        """Close the connection and everything it owns (idempotent)."""
+        self.closed = True
+        async with self._lock:
+            for track in self._parked:
+                track.stop()
+            self._parked.clear()
+            if self._pc is not None:
+                pc, self._pc = self._pc, None
+                await pc.close()
+
+
+__all__ = ["ServerPeer", "ReceiveSlot", "NoFreeSlot", "MediaNotReady", "BadOffer"]
