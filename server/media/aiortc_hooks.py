@@ -153,6 +153,11 @@ class ParkedTrack(MediaStreamTrack):
         self._stopped.set()
 
 
+def opus_only() -> list:
+    """The Opus codec alone, for setCodecPreferences: the server forwards nothing else."""
+    return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+
+
 def negotiated_opus_payload_type(transceiver: RTCRtpTransceiver) -> int:
     """The Opus payload type this connection negotiated (browsers use 111, aiortc 96)."""
     for codec in getattr(transceiver, "_codecs", None) or []:

@@ -161,9 +161,10 @@ class ChannelFanout:
         except ValueError:
             pass
 
-    def forward(self, source: object, data: bytes) -> None:
-        """Send one talker packet to every output. `source` identifies the talker's stream
-        (any object compared by identity); a change of it rebases each output."""
+    def forward(self, source: object, data: bytes, exclude: ListenerOutput | None = None) -> None:
+        """Send one talker packet to every output but `exclude` (the talker's own slot:
+        nobody wants their own voice back). `source` identifies the talker's stream (any
+        object, compared by identity); a change of it rebases each output."""
         try:
             start, end = rtp_payload_bounds(data)
         except MalformedRtp:
@@ -175,8 +176,10 @@ class ChannelFanout:
         ts = int.from_bytes(data[4:8], "big")
         payload = data[start:end]
         self.packets_in += 1
-        outputs = self.outputs
-        for output in outputs:
-            output.send(source, seq, ts, marker, payload)
-        self.packets_out += len(outputs)
-        self.bytes_out += len(outputs) * len(payload)
+        sent = 0
+        for output in self.outputs:
+            if output is not exclude:
+                output.send(source, seq, ts, marker, payload)
+                sent += 1
+        self.packets_out += sent
+        self.bytes_out += sent * len(payload)

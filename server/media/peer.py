@@ -98,6 +98,8 @@ class ServerPeer:
 
     def _configure_transceivers(self, shape: OfferShape) -> None:
         transceivers = {t.mid: t for t in self._pc.getTransceivers()}
+        for transceiver in transceivers.values():
+            transceiver.setCodecPreferences(hooks.opus_only())
         mic = transceivers[shape.microphone_mid]
         mic.direction = "recvonly"
         for mid in shape.receive_mids:
@@ -140,8 +142,20 @@ class ServerPeer:
         )
 
     def _on_state(self) -> None:
-        if self._pc is not None:
-            logger.info("%s media %s", self.label, self._pc.connectionState)
+        if self._pc is None:
+            return
+        state = self._pc.connectionState
+        logger.info("%s media %s", self.label, state)
+        if state == "connected":
+            # Tapped microphone RTP never reaches aiortc's receiver: its decoder idles.
+            hooks.stop_receiver_decoder(self._pc.getTransceivers()[0].receiver)
+
+    @property
+    def microphone_payload_type(self) -> int | None:
+        """The Opus payload type the client sends its microphone with (None before offer)."""
+        if self._pc is None:
+            return None
+        return hooks.negotiated_opus_payload_type(self._pc.getTransceivers()[0])
 
     @property
     def connection_state(self) -> str:

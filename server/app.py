@@ -1,0 +1,119 @@
+"""The aiohttp application: REST endpoints, the WebSocket, the web page."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from .auth import TokenError, TokenIssuer, load_or_create_secret
+from .config import ServerConfig
+from .directory import Directory, Role
+from .hub import Hub
+from .signaling import websocket_handler
+from .state.base import LiveStore
+
+logger = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).parent / "web"
+
+CONFIG = web.AppKey("config", ServerConfig)
+DIRECTORY = web.AppKey("directory", Directory)
+STORE = web.AppKey("store", LiveStore)
+HUB = web.AppKey("hub", Hub)
+TOKENS = web.AppKey("tokens", TokenIssuer)
+
+
+def error_json(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def login(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return error_json(400, "bad_request", "body must be JSON")
+    if not isinstance(body, dict):
+        return error_json(400, "bad_request", "body must be a JSON object")
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        return error_json(400, "bad_request", "'username' and 'password' must be strings")
+    if len(username) > 256 or len(password) > 1024:
+        return error_json(401, "unauthorized", "wrong username or password")
+    directory = request.app[DIRECTORY]
+    user = directory.authenticate(username, password)
+    if user is None:
+        logger.info("login refused for %r from %s", username[:64], request.remote)
+        return error_json(401, "unauthorized", "wrong username or password")
+    token, expires_at = request.app[TOKENS].issue(user)
+    logger.info("login %s from %s", user.name, request.remote)
+    return web.json_response({"token": token, "expires_at": expires_at, "user": user.to_wire()})
+
+
+async def health(request: web.Request) -> web.Response:
+    try:
+        reachable = await asyncio.wait_for(request.app[STORE].ping(), timeout=2.0)
+    except Exception:
+        reachable = False
+    if not reachable:
+        return web.json_response({"status": "unavailable", "state_backend": "unreachable"}, status=503)
+    hub = request.app[HUB]
+    return web.json_response({"status": "ok", "sessions": hub.stats()["sessions"]})
+
+
+async def stats(request: web.Request) -> web.Response:
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header.startswith("Bearer ") else request.query.get("token")
+    try:
+        user_id = request.app[TOKENS].verify(token)
+    except TokenError as exc:
+        return error_json(401, "unauthorized", f"token {exc.reason}")
+    user = request.app[DIRECTORY].get_user(user_id)
+    if user is None:
+        return error_json(401, "unauthorized", "user no longer exists")
+    if user.role not in (Role.ADMIN, Role.DISPATCH):
+        return error_json(403, "forbidden", "stats need the admin or dispatch role")
+    return web.json_response(request.app[HUB].stats())
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    page = WEB_ROOT / "index.html"
+    if not page.is_file():
+        return web.Response(text="vpdesk server", content_type="text/plain")
+    return web.FileResponse(page)
+
+
+async def _hub_context(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    await hub.start()
+    yield
+    await hub.stop()
+
+
+def create_app(config: ServerConfig, store: LiveStore, directory: Directory) -> web.Application:
+    """The node's application. The caller owns `store` and `directory` (and closes them)."""
+    app = web.Application(client_max_size=256 * 1024)
+    tokens = TokenIssuer(load_or_create_secret(config.data_dir), config.token_ttl_s)
+    hub = Hub(config, directory, store)
+    app[CONFIG] = config
+    app[DIRECTORY] = directory
+    app[STORE] = store
+    app[HUB] = hub
+    app[TOKENS] = tokens
+    app.router.add_post("/api/login", login)
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/stats", stats)
+    app.router.add_get("/ws", functools.partial(websocket_handler, hub, tokens))
+    app.router.add_get("/", index)
+    if WEB_ROOT.is_dir():
+        app.router.add_static("/web/", WEB_ROOT, show_index=False)
+    app.cleanup_ctx.append(_hub_context)
+    return app
+
+
+__all__ = ["create_app", "CONFIG", "DIRECTORY", "STORE", "HUB", "TOKENS", "json"]

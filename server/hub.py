@@ -1,0 +1,295 @@
+"""The node's live state: sessions, channel fan-outs, and where floor events go.
+
+One Hub per server node. It owns the FloorController and routes its events to members;
+it turns a talker's tapped RTP into forwarded packets; it watches the directory so that
+membership changes made elsewhere (the CLI, another node) act on live sessions. Every
+method runs on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .config import ServerConfig
+from .directory import Directory, User
+from .floor import FloorController
+from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
+from .media.forwarder import ChannelFanout
+from .media.peer import ServerPeer
+from .session import ClientSession, SessionState, new_session_id
+from .state.base import LiveStore
+
+logger = logging.getLogger(__name__)
+
+RESUME_GRACE_S = 60.0
+DIRECTORY_POLL_S = 1.0
+
+
+class Hub:
+    def __init__(self, config: ServerConfig, directory: Directory, store: LiveStore) -> None:
+        self.config = config
+        self.directory = directory
+        self.store = store
+        self.floor = FloorController(
+            store,
+            lease_ms=config.floor_lease_ms,
+            max_talk_ms=config.max_talk_ms,
+            on_event=self._on_floor_event,
+        )
+        self.sessions: dict[str, ClientSession] = {}
+        self.members: dict[int, set[ClientSession]] = {}
+        self.fanouts: dict[int, ChannelFanout] = {}
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._revision = -1
+        self.packets_dropped_no_floor = 0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.floor.start()
+        self._revision = self.directory.revision()
+        self._tasks = [
+            asyncio.create_task(self._watch_directory(), name="directory watch"),
+            asyncio.create_task(self._expire_detached(), name="session expiry"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        for session in list(self.sessions.values()):
+            await self.close_session(session)
+        await self.floor.stop()
+
+    # --- sessions ------------------------------------------------------------------
+
+    def open_session(self, user: User, client: dict[str, Any], resume: str | None) -> tuple[ClientSession, bool]:
+        """A fresh session, or the user's detached one when `resume` names it."""
+        previous = self.sessions.get(resume) if resume else None
+        if (
+            previous is not None
+            and previous.user.id == user.id
+            and previous.state is SessionState.DETACHED
+        ):
+            previous.user = user
+            previous.client = client
+            self._refresh_channels(previous, notify=False)
+            previous.log.info("resumed by %s", user.name)
+            return previous, True
+        session = ClientSession(new_session_id(), user, client)
+        self.sessions[session.id] = session
+        self._refresh_channels(session, notify=False)
+        session.log.info("opened for user %s (%s)", user.name, user.role.value)
+        return session, False
+
+    async def detach(self, session: ClientSession) -> None:
+        """The WebSocket closed: stop talking and media, keep joins/mutes for `resume`."""
+        if session.state is not SessionState.ACTIVE:
+            return
+        session.state = SessionState.DETACHED
+        session.detached_at = time.monotonic()
+        await self.floor.release_session(session.id, RevokeReason.DISCONNECTED)
+        await self._close_media(session)
+        await session.stop_writer(flush=False)
+        session.log.info("detached; resumable for %.0f s", RESUME_GRACE_S)
+
+    async def close_session(self, session: ClientSession) -> None:
+        if session.state is SessionState.CLOSED:
+            return
+        session.state = SessionState.CLOSED
+        await self.floor.release_session(session.id, RevokeReason.DISCONNECTED)
+        await self._close_media(session)
+        await session.stop_writer(flush=False)
+        for members in self.members.values():
+            members.discard(session)
+        self.sessions.pop(session.id, None)
+        session.log.info("closed")
+
+    async def _close_media(self, session: ClientSession) -> None:
+        peer, session.peer = session.peer, None
+        if peer is None:
+            return
+        for channel_id in session.joined:
+            slot = peer.slot_for(channel_id)
+            fanout = self.fanouts.get(channel_id)
+            if slot is not None and fanout is not None and slot.output is not None:
+                fanout.remove(slot.output)
+        await peer.close()
+
+    async def _expire_detached(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            cutoff = time.monotonic() - RESUME_GRACE_S
+            for session in list(self.sessions.values()):
+                if session.state is SessionState.DETACHED and (session.detached_at or 0) < cutoff:
+                    await self.close_session(session)
+
+    # --- media ---------------------------------------------------------------------
+
+    def media_for(self, session: ClientSession) -> ServerPeer:
+        if session.peer is None:
+            session.peer = ServerPeer(
+                session.id,
+                lambda data, s=session: self.ingest(s, data),
+                max_receive_slots=self.config.max_receive_slots,
+                announced_address=self.config.announced_address,
+            )
+        return session.peer
+
+    def ingest(self, session: ClientSession, data: bytes) -> None:
+        """A packet from a session's microphone: forward it where it holds the floor.
+
+        The hot path: no floor, no forwarding; a payload type other than the negotiated
+        Opus is dropped too, so nothing but Opus reaches a listener.
+        """
+        channels = self.floor.held_by(session.id)
+        if not channels:
+            session.packets_dropped_no_floor += 1
+            self.packets_dropped_no_floor += 1
+            return
+        if len(data) < 12 or (data[1] & 0x7F) != session.microphone_payload_type:
+            return
+        peer = session.peer
+        for channel_id in channels:
+            fanout = self.fanouts.get(channel_id)
+            lease = self.floor.current(channel_id)
+            if fanout is None or lease is None:
+                continue
+            own = peer.slot_for(channel_id) if peer is not None else None
+            # The lease token is new per grant: each transmission is a new run downstream.
+            fanout.forward(lease.token, data, exclude=own.output if own is not None else None)
+
+    def fanout(self, channel_id: int) -> ChannelFanout:
+        fanout = self.fanouts.get(channel_id)
+        if fanout is None:
+            fanout = self.fanouts[channel_id] = ChannelFanout(channel_id)
+        return fanout
+
+    def listen(self, session: ClientSession, channel_id: int) -> None:
+        """Put the session's slot for `channel_id` into the fan-out unless muted."""
+        peer = session.peer
+        slot = peer.slot_for(channel_id) if peer is not None else None
+        if slot is None or slot.output is None:
+            return
+        if channel_id in session.muted:
+            self.fanout(channel_id).remove(slot.output)
+        else:
+            self.fanout(channel_id).add(slot.output)
+
+    def unlisten(self, session: ClientSession, channel_id: int) -> None:
+        peer = session.peer
+        slot = peer.slot_for(channel_id) if peer is not None else None
+        fanout = self.fanouts.get(channel_id)
+        if slot is not None and fanout is not None and slot.output is not None:
+            fanout.remove(slot.output)
+
+    def rebind_joined(self, session: ClientSession) -> list[dict[str, Any]]:
+        """After an offer: bind remembered joins (from `resume`) that have no slot yet."""
+        bindings = []
+        peer = session.peer
+        for channel_id in sorted(session.joined):
+            slot = peer.slot_for(channel_id)
+            if slot is None:
+                try:
+                    slot = peer.bind(channel_id)
+                except Exception:  # NoFreeSlot: the client offered fewer slots than before
+                    continue
+            self.listen(session, channel_id)
+            bindings.append({"channel": channel_id, "mid": slot.mid, "muted": channel_id in session.muted})
+        return bindings
+
+    # --- floor events --------------------------------------------------------------
+
+    def _on_floor_event(self, event: FloorEvent) -> None:
+        if isinstance(event, FloorRevoked):
+            session = self.sessions.get(event.session_id)
+            if session is not None:
+                session.send(event.to_wire())
+            return
+        message = event.to_wire()
+        for session in self.members.get(event.channel_id, ()):
+            session.send(message)
+        if isinstance(event, (FloorTaken, FloorIdle)):
+            logger.debug("floor ch=%s %s", event.channel_id, message["type"])
+
+    # --- directory changes ---------------------------------------------------------
+
+    def _refresh_channels(self, session: ClientSession, *, notify: bool) -> set[int]:
+        """Reload the session's channel list; returns the channel ids it lost."""
+        channels = {c.id: c for c in self.directory.channels_of(session.user.id)}
+        lost = set(session.channels) - set(channels)
+        changed = lost or set(channels) != set(session.channels) or any(
+            channels[cid] != session.channels.get(cid) for cid in channels
+        )
+        for cid in session.channels:
+            self.members.get(cid, set()).discard(session)
+        session.channels = channels
+        if session.state is not SessionState.CLOSED:
+            for cid in channels:
+                self.members.setdefault(cid, set()).add(session)
+        if changed and notify:
+            session.send({"type": "channels_changed", "channels": session.channel_list()})
+        return lost
+
+    async def apply_directory_changes(self) -> None:
+        """Act on membership, channel and user changes made since the last look."""
+        revision = self.directory.revision()
+        if revision == self._revision:
+            return
+        self._revision = revision
+        for session in list(self.sessions.values()):
+            if session.state is SessionState.CLOSED:
+                continue
+            user = self.directory.get_user(session.user.id)
+            if user is None:
+                session.log.info("user deleted; closing")
+                await self.close_session(session)
+                continue
+            session.user = user
+            lost = self._refresh_channels(session, notify=True)
+            for channel_id in lost:
+                await self.remove_from_channel(session, channel_id)
+
+    async def remove_from_channel(self, session: ClientSession, channel_id: int) -> None:
+        if channel_id in self.floor.held_by(session.id):
+            await self.floor.revoke(channel_id, RevokeReason.REMOVED)
+        self.unlisten(session, channel_id)
+        if session.peer is not None:
+            session.peer.unbind(channel_id)
+        session.joined.discard(channel_id)
+        session.muted.discard(channel_id)
+        session.log.info("removed from channel %s", channel_id)
+
+    async def _watch_directory(self) -> None:
+        while True:
+            await asyncio.sleep(DIRECTORY_POLL_S)
+            try:
+                await self.apply_directory_changes()
+            except Exception:
+                logger.exception("directory watch failed; retrying")
+
+    # --- figures -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        active = [s for s in self.sessions.values() if s.state is SessionState.ACTIVE]
+        talkers = sum(1 for s in active if self.floor.held_by(s.id))
+        return {
+            "sessions": len(active),
+            "sessions_detached": sum(1 for s in self.sessions.values() if s.state is SessionState.DETACHED),
+            "channels": len([f for f in self.fanouts.values() if f.outputs]),
+            "talkers": talkers,
+            "packets_in": sum(f.packets_in for f in self.fanouts.values()),
+            "packets_forwarded": sum(f.packets_out for f in self.fanouts.values()),
+            "bytes_forwarded": sum(f.bytes_out for f in self.fanouts.values()),
+            "packets_dropped_no_floor": self.packets_dropped_no_floor,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }

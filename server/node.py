@@ -1,0 +1,109 @@
+"""Running a server node: standalone (`run_node`) or inside another program's loop.
+
+`EmbeddedServer` is what the console uses for a small site: the same application as a
+standalone node, started and stopped on the caller's asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from aiohttp import web
+
+from .app import create_app
+from .config import ServerConfig
+from .directory import Directory
+from .media import aiortc_hooks
+from .state.base import LiveStore
+from .state.memory import MemoryLiveStore
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedServer:
+    """A server node on the caller's event loop.
+
+    `await start()` binds and serves (port 0 picks a free port: see `url`); `await stop()`
+    closes every session and releases the port. Both must be awaited on the same loop.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        store: LiveStore | None = None,
+        directory: Directory | None = None,
+    ) -> None:
+        self.config = config
+        self._own_store = store is None
+        self._own_directory = directory is None
+        self.store = store
+        self.directory = directory
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.config.listen_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> "EmbeddedServer":
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        aiortc_hooks.use_host_addresses(config.ice_addresses)
+        if self.directory is None:
+            self.directory = Directory.open(config.data_dir)
+        if self.store is None:
+            self.store = MemoryLiveStore()
+        self.app = create_app(config, self.store, self.directory)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.listen_host, config.listen_port))
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        logger.info("serving on %s (data %s)", self.url, config.data_dir)
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._own_store and self.store is not None:
+            await self.store.close()
+        if self._own_directory and self.directory is not None:
+            self.directory.close()
+        logger.info("stopped")
+
+    async def __aenter__(self) -> "EmbeddedServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+
+async def serve_until_signalled(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = EmbeddedServer(config)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run_node(config: ServerConfig) -> None:
+    """Run a standalone node until SIGINT or SIGTERM."""
+    asyncio.run(serve_until_signalled(config))

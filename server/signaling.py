@@ -1,0 +1,272 @@
+"""The `/ws` endpoint: one dispatch table for the protocol's requests.
+
+Each handler checks its preconditions first and raises ProtocolError for a request the
+server refuses; the dispatcher turns that into an `ok: false` reply and the connection goes
+on. Only a failed `hello` (or its absence) closes the socket. Runs on the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .auth import TokenError, TokenIssuer
+from .hub import Hub
+from .media.peer import BadOffer, MediaNotReady, NoFreeSlot
+from .protocol import (
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    Request,
+    bad_request,
+    encode,
+    error_response,
+    ok_response,
+    parse_request,
+)
+from .session import ClientSession
+
+logger = logging.getLogger(__name__)
+
+# aiohttp closes a connection on a frame above its limit; ours is larger so that an
+# oversized frame (up to this) gets the protocol's bad_request reply instead.
+WS_READ_LIMIT = 4 * 1024 * 1024
+
+Handler = Callable[["Connection", Request], Awaitable[dict[str, Any] | None]]
+
+
+class Connection:
+    """One WebSocket: before `hello` it has no session; afterwards requests act on one."""
+
+    def __init__(self, hub: Hub, tokens: TokenIssuer, ws: web.WebSocketResponse, peer_name: str) -> None:
+        self.hub = hub
+        self.tokens = tokens
+        self.ws = ws
+        self.peer_name = peer_name
+        self.session: ClientSession | None = None
+        self.close_code: int | None = None
+
+    async def reply(self, message: dict[str, Any]) -> None:
+        """Before hello there is no session outbox: write directly."""
+        if self.session is not None:
+            self.session.send(message)
+        elif not self.ws.closed:
+            await self.ws.send_str(encode(message))
+
+    def need_session(self) -> ClientSession:
+        if self.session is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "send hello first")
+        return self.session
+
+    def member_channel(self, request: Request) -> int:
+        session = self.need_session()
+        channel_id = request.int_field("channel")
+        if not self.hub.directory.is_member(session.user.id, channel_id):
+            if self.hub.directory.get_channel(channel_id) is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no channel {channel_id}")
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of channel {channel_id}")
+        return channel_id
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
+    if conn.session is not None:
+        raise ProtocolError(ErrorCode.CONFLICT, "hello was already sent on this connection")
+    token = request.body.get("token")
+    try:
+        user_id = conn.tokens.verify(token)
+    except TokenError as exc:
+        conn.close_code = CloseCode.UNAUTHORIZED
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, f"token {exc.reason}") from None
+    user = conn.hub.directory.get_user(user_id)
+    if user is None:
+        conn.close_code = CloseCode.UNAUTHORIZED
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "user no longer exists")
+    client = request.body.get("client")
+    if client is not None and not isinstance(client, dict):
+        raise bad_request("'client' must be an object")
+    resume = request.body.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        raise bad_request("'resume' must be a session id or null")
+    session, resumed = conn.hub.open_session(user, client or {}, resume)
+    conn.session = session
+    session.attach(conn.ws.send_str)
+    session.log.info("hello from %s (%s)", conn.peer_name, (client or {}).get("name", "?"))
+    config = conn.hub.config
+    return {
+        "session": session.id,
+        "resumed": resumed,
+        "user": user.to_wire(),
+        "channels": session.channel_list(),
+        "ice_servers": config.ice_servers,
+        "limits": {
+            "max_frame_bytes": config.max_frame_bytes,
+            "max_receive_slots": config.max_receive_slots,
+            "max_talk_ms": config.max_talk_ms,
+            "floor_lease_ms": config.floor_lease_ms,
+        },
+        # Restored by resume; bound to receive slots after the next offer.
+        "joined": [
+            {"channel": cid, "muted": cid in session.muted} for cid in sorted(session.joined)
+        ],
+    }
+
+
+async def handle_offer(conn: Connection, request: Request) -> dict[str, Any]:
+    session = conn.need_session()
+    sdp = request.body.get("sdp")
+    peer = conn.hub.media_for(session)
+    try:
+        answer = await peer.answer(sdp)
+    except BadOffer as exc:
+        raise bad_request(f"bad offer: {exc}") from None
+    except MediaNotReady as exc:
+        raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
+    session.microphone_payload_type = peer.microphone_payload_type
+    bindings = conn.hub.rebind_joined(session)
+    return {"sdp": answer, "bindings": bindings}
+
+
+async def handle_join(conn: Connection, request: Request) -> dict[str, Any]:
+    channel_id = conn.member_channel(request)
+    session = conn.need_session()
+    peer = session.peer
+    if peer is None or not peer.has_media:
+        raise ProtocolError(ErrorCode.CONFLICT, "send an offer before joining")
+    try:
+        slot = peer.bind(channel_id)
+    except NoFreeSlot as exc:
+        raise ProtocolError(ErrorCode.NO_SLOT, f"{exc}; re-offer with more recvonly m-lines") from None
+    session.joined.add(channel_id)
+    conn.hub.listen(session, channel_id)
+    floor = await conn.hub.floor.floor_state(channel_id)
+    session.log.info("joined channel %s on mid %s", channel_id, slot.mid)
+    return {"mid": slot.mid, "floor": floor, "muted": channel_id in session.muted}
+
+
+async def handle_leave(conn: Connection, request: Request) -> dict[str, Any]:
+    session = conn.need_session()
+    channel_id = request.int_field("channel")
+    if channel_id not in session.joined:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"not joined to channel {channel_id}")
+    conn.hub.unlisten(session, channel_id)
+    if session.peer is not None:
+        session.peer.unbind(channel_id)
+    session.joined.discard(channel_id)
+    session.muted.discard(channel_id)
+    session.log.info("left channel %s", channel_id)
+    return {}
+
+
+async def handle_mute(conn: Connection, request: Request) -> dict[str, Any]:
+    session = conn.need_session()
+    channel_id = request.int_field("channel")
+    muted = request.bool_field("muted")
+    if channel_id not in session.joined:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"not joined to channel {channel_id}")
+    if muted:
+        session.muted.add(channel_id)
+    else:
+        session.muted.discard(channel_id)
+    conn.hub.listen(session, channel_id)
+    session.log.info("channel %s %s", channel_id, "muted" if muted else "unmuted")
+    return {}
+
+
+async def handle_floor_request(conn: Connection, request: Request) -> dict[str, Any]:
+    channel_id = conn.member_channel(request)
+    session = conn.need_session()
+    priority = request.choice_field("priority", ("normal", "emergency"), "normal")
+    result = await conn.hub.floor.request(
+        channel_id, session.id, session.user.id, session.user.name, priority
+    )
+    return result.to_wire()
+
+
+async def handle_floor_release(conn: Connection, request: Request) -> dict[str, Any]:
+    session = conn.need_session()
+    channel_id = request.int_field("channel")
+    await conn.hub.floor.release(channel_id, session.id)
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    "hello": handle_hello,
+    "offer": handle_offer,
+    "join": handle_join,
+    "leave": handle_leave,
+    "mute": handle_mute,
+    "floor_request": handle_floor_request,
+    "floor_release": handle_floor_release,
+}
+
+
+# --- the socket loop -----------------------------------------------------------------
+
+
+async def dispatch(conn: Connection, text: str) -> None:
+    request_id: int | None = None
+    try:
+        if len(text) > conn.hub.config.max_frame_bytes:
+            raise bad_request(f"frame larger than {conn.hub.config.max_frame_bytes} bytes")
+        request = parse_request(text)
+        request_id = request.id
+        handler = HANDLERS.get(request.type)
+        if handler is None:
+            raise bad_request(f"unknown request type {request.type[:64]!r}")
+        fields = await handler(conn, request)
+        await conn.reply(ok_response(request.id, fields))
+    except ProtocolError as exc:
+        rid = request_id if request_id is not None else getattr(exc, "request_id", None)
+        await conn.reply(error_response(rid, exc.code, exc.message))
+    except Exception:
+        who = conn.session.id if conn.session else conn.peer_name
+        logger.exception("request failed (%s)", who)
+        await conn.reply(error_response(request_id, ErrorCode.INTERNAL, "internal error"))
+
+
+async def websocket_handler(hub: Hub, tokens: TokenIssuer, request: web.Request) -> web.WebSocketResponse:
+    config = hub.config
+    ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=WS_READ_LIMIT)
+    await ws.prepare(request)
+    conn = Connection(hub, tokens, ws, request.remote or "?")
+    try:
+        await _serve(conn, config.hello_timeout_s)
+    finally:
+        if conn.session is not None:
+            await hub.detach(conn.session)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _serve(conn: Connection, hello_timeout_s: float) -> None:
+    ws = conn.ws
+    loop = asyncio.get_running_loop()
+    hello_deadline = loop.time() + hello_timeout_s
+    while not ws.closed:
+        timeout = None
+        if conn.session is None:
+            timeout = hello_deadline - loop.time()
+            if timeout <= 0:
+                await ws.close(code=CloseCode.UNAUTHORIZED, message=b"hello timeout")
+                return
+        try:
+            msg = await ws.receive(timeout=timeout)
+        except asyncio.TimeoutError:
+            continue
+        if msg.type == WSMsgType.TEXT:
+            await dispatch(conn, msg.data)
+            if conn.close_code is not None:
+                await ws.close(code=conn.close_code, message=b"unauthorized")
+                return
+        elif msg.type == WSMsgType.BINARY:
+            await conn.reply(error_response(None, ErrorCode.BAD_REQUEST, "binary frames are not accepted"))
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return
