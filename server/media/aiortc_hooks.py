@@ -240,3 +240,19 @@ class RawRtpWriter:
             return False
         transport.sendto(dtls._tx_srtp.protect(packet), pair.remote_addr)
         return True
+
+
+def observe_incoming_rtp(transport: RTCDtlsTransport, observer: RtpTap) -> None:
+    """Show every decrypted RTP packet on `transport` to `observer`, then to aiortc as usual.
+
+    For clients that want both the raw stream (sequence numbers, SSRCs) and decoded audio.
+    """
+    original = getattr(transport, "_handle_rtp_data", None)
+    if original is None:
+        raise HookError("RTCDtlsTransport._handle_rtp_data is gone")
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        observer(data)
+        await original(data, arrival_time_ms)
+
+    transport._handle_rtp_data = handle_rtp_data
