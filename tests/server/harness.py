@@ -13,8 +13,10 @@ from pathlib import Path
 import aiohttp
 from aiortc.mediastreams import MediaStreamTrack
 
+from server.app import HUB
 from server.config import ServerConfig
 from server.directory import Directory, Role
+from server.hub import Hub
 from server.media import aiortc_hooks
 from server.node import EmbeddedServer
 from vpdesk.media.peer import ClientPeer
@@ -38,6 +40,10 @@ class Site:
     @property
     def directory(self) -> Directory:
         return self.server.directory
+
+    @property
+    def hub(self) -> Hub:
+        return self.server.app[HUB]
 
 
 def provision(data_dir: Path, users: int, *, outsider: bool = True) -> dict[str, int]:
