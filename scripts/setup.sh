@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Prepare this checkout on a fresh Debian/Ubuntu machine: system packages, a venv, the
+# project installed into it. `--test` adds what the test suite uses. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+
+packages=(python3 python3-venv python3-dev gcc)
+if [ "$want_tests" = 1 ]; then
+  # espeak-ng and sox make and measure speech; iproute2 and util-linux give the
+  # loopback-only network namespace the media tests run in.
+  packages+=(espeak-ng sox iproute2 util-linux)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$want_tests" = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[test]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+echo "setup done: $(.venv/bin/python --version), $(.venv/bin/python -c 'import aiortc; print("aiortc", aiortc.__version__)')"
