@@ -1,0 +1,1 @@
+"""vpdesk: the push-to-talk dispatch console."""

@@ -1,0 +1,1 @@
+"""The console's WebRTC side: one peer connection per session (aiortc)."""

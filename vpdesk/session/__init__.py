@@ -1,0 +1,1 @@
+"""The console's connection to the server: signaling over WebSocket, login."""
