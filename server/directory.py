@@ -338,18 +338,28 @@ class Directory:
         logger.info("directory: removed user %r", name)
 
     def authenticate(self, name: str, password: str) -> User | None:
-        """The user when name and password match, else None; runs scrypt either way."""
-        if not isinstance(name, str) or not isinstance(password, str):
-            return None
+        """The user when name and password match, else None; runs scrypt either way.
+
+        Blocks for the hash (~50 ms): the server uses `login_check` instead, so that the
+        hash runs off its event loop.
+        """
+        user, stored = self.login_check(name)
+        return user if verify_password(stored, password) and user is not None else None
+
+    def login_check(self, name: object) -> tuple[User | None, str]:
+        """The user named `name` (or None) and the hash to verify a password against.
+
+        For an unknown name the hash is a dummy, so verifying takes as long either way. The
+        lookup is quick; the caller runs `verify_password` where blocking is harmless.
+        """
+        if not isinstance(name, str):
+            return None, _dummy_hash()
         row = self._conn.execute(
             "SELECT id, name, role, password_hash FROM users WHERE name = ?", (name.strip(),)
         ).fetchone()
         if row is None:
-            verify_password(_dummy_hash(), password)
-            return None
-        if not verify_password(row[3], password):
-            return None
-        return User(row[0], row[1], Role(row[2]))
+            return None, _dummy_hash()
+        return User(row[0], row[1], Role(row[2])), row[3]
 
     def get_user(self, user_id: int) -> User | None:
         row = self._conn.execute(

@@ -46,6 +46,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._revision = -1
         self.packets_dropped_no_floor = 0
+        self.websockets: set = set()  # open /ws connections, closed on shutdown
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -56,6 +57,11 @@ class Hub:
             asyncio.create_task(self._watch_directory(), name="directory watch"),
             asyncio.create_task(self._expire_detached(), name="session expiry"),
         ]
+
+    async def close_connections(self) -> None:
+        """Close every client WebSocket (1001 going away): the node is shutting down."""
+        for ws in list(self.websockets):
+            await ws.close(code=1001, message=b"server shutting down")
 
     async def stop(self) -> None:
         for task in self._tasks:

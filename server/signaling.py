@@ -236,9 +236,11 @@ async def websocket_handler(hub: Hub, tokens: TokenIssuer, request: web.Request)
     ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=WS_READ_LIMIT)
     await ws.prepare(request)
     conn = Connection(hub, tokens, ws, request.remote or "?")
+    hub.websockets.add(ws)
     try:
         await _serve(conn, config.hello_timeout_s)
     finally:
+        hub.websockets.discard(ws)
         if conn.session is not None:
             await hub.detach(conn.session)
         if not ws.closed:
