@@ -160,10 +160,13 @@ def opus_only() -> list:
 
 def negotiated_opus_payload_type(transceiver: RTCRtpTransceiver) -> int:
     """The Opus payload type this connection negotiated (browsers use 111, aiortc 96)."""
-    for codec in getattr(transceiver, "_codecs", None) or []:
+    codecs = getattr(transceiver, "_codecs", None)
+    if codecs is None:
+        raise HookError("RTCRtpTransceiver._codecs is gone")
+    for codec in codecs:
         if codec.mimeType.lower() == "audio/opus":
             return codec.payloadType
-    raise HookError(f"transceiver mid={transceiver.mid} negotiated no Opus codec")
+    raise HookError(f"transceiver mid={getattr(transceiver, 'mid', '?')} negotiated no Opus codec")
 
 
 def negotiated_extension_id(transceiver: RTCRtpTransceiver, uri: str) -> int | None:
