@@ -150,3 +150,50 @@ async def test_audio_without_the_floor_reaches_nobody(site, speech):
         assert await talker.inbound_packets(alpha) == 0
     finally:
         await close_all(talker, listener)
+
+
+def browser_shaped(offer: str) -> str:
+    """The offer as a browser would number it: Opus on payload type 111, the mid header
+    extension on id 9. aiortc (96, id 1) and Chromium differ exactly like this."""
+    out = []
+    for line in offer.split("\r\n"):
+        if line.startswith("m=audio "):
+            line = line.replace(" 96", " 111")
+        elif line.startswith(("a=rtpmap:96 ", "a=fmtp:96 ", "a=rtcp-fb:96 ")):
+            line = line.replace(":96 ", ":111 ", 1)
+        elif line.startswith("a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid"):
+            line = line.replace("a=extmap:1 ", "a=extmap:9 ", 1)
+        out.append(line)
+    return "\r\n".join(out)
+
+
+async def test_listener_with_other_payload_type_and_extension_ids(site, speech):
+    from vpdesk.media.peer import ClientPeer
+
+    alpha = site.channels["alpha"]
+    mic = WavTrack(speech, autostart=False)
+    talker = await PttClient.connect(site.url, "u0", slots=1, microphone=mic)
+    listener = await PttClient.connect(site.url, "u1", media=False)
+    peer = ClientPeer(1)
+    listener.peer = peer
+    seen: list[bytes] = []
+    try:
+        offer = browser_shaped(await peer.create_offer())
+        assert "a=rtpmap:111 opus/48000/2" in offer and "a=extmap:9 " in offer
+        answer = await listener.signaling.request("offer", sdp=offer)
+        assert "a=rtpmap:111 opus/48000/2" in answer["sdp"]
+        assert "a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid" in answer["sdp"]
+        await peer.apply_answer(answer["sdp"])
+        await peer.wait_connected()
+        await listener.join(alpha)
+        aiortc_hooks.observe_incoming_rtp(aiortc_hooks.dtls_transport_of(peer.pc), seen.append)
+        recorder = TrackRecorder(listener.track(alpha)).start()
+        await transmit(talker, mic, alpha)
+        heard = await recorder.stop()
+        assert seen and all(p[1] & 0x7F == 111 for p in seen)
+        # The one-byte extension block carries the mid under id 9.
+        assert all(p[0] & 0x10 and p[12:14] == b"\xbe\xde" and p[16] >> 4 == 9 for p in seen)
+        score, _ = aligned_correlation(speech, heard)
+        assert score >= 0.9, f"correlation {score:.3f}"
+    finally:
+        await close_all(talker, listener)
