@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_FRAME_BYTES = 64 * 1024
+# Integer fields are ids stored as SQLite INTEGERs (signed 64-bit): a larger JSON number
+# would fail deep in a handler as an internal error instead of a bad_request.
+MIN_INT_FIELD = -(2**63)
+MAX_INT_FIELD = 2**63 - 1
 
 
 class ErrorCode(str, enum.Enum):
@@ -50,6 +54,8 @@ class Request:
         # bool is an int in Python; on the wire true is not a channel id.
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad_request(f"'{name}' must be an integer")
+        if not MIN_INT_FIELD <= value <= MAX_INT_FIELD:
+            raise bad_request(f"'{name}' is out of range")
         return value
 
     def bool_field(self, name: str) -> bool:

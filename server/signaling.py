@@ -192,7 +192,10 @@ async def handle_floor_request(conn: Connection, request: Request) -> dict[str, 
 async def handle_floor_release(conn: Connection, request: Request) -> dict[str, Any]:
     session = conn.need_session()
     channel_id = request.int_field("channel")
-    await conn.hub.floor.release(channel_id, session.id)
+    # Only the holder's release does anything. Checking here keeps arbitrary channel ids
+    # from a client out of the floor controller, which keeps a lock per channel it sees.
+    if channel_id in conn.hub.floor.held_by(session.id):
+        await conn.hub.floor.release(channel_id, session.id)
     return {}
 
 

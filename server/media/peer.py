@@ -57,6 +57,7 @@ class ServerPeer:
         self._pc: RTCPeerConnection | None = None
         self._slots: dict[str, ReceiveSlot] = {}
         self._slot_order: list[str] = []
+        self._by_channel: dict[int, ReceiveSlot] = {}  # the per-packet lookup
         self._writer: hooks.RawRtpWriter | None = None
         self._tapped = False
         self._lock = asyncio.Lock()
@@ -167,28 +168,26 @@ class ServerPeer:
         """Bind a free receive slot to `channel_id` (idempotent for a bound channel)."""
         if self._pc is None:
             raise MediaNotReady("send an offer before joining")
-        for slot in self._slots.values():
-            if slot.channel_id == channel_id:
-                return slot
+        bound = self._by_channel.get(channel_id)
+        if bound is not None:
+            return bound
         for mid in self._slot_order:
             slot = self._slots[mid]
             if slot.channel_id is None and slot.output is not None:
                 slot.channel_id = channel_id
+                self._by_channel[channel_id] = slot
                 return slot
         raise NoFreeSlot(f"all {len(self._slots)} receive m-lines are bound")
 
     def unbind(self, channel_id: int) -> ReceiveSlot | None:
-        for slot in self._slots.values():
-            if slot.channel_id == channel_id:
-                slot.channel_id = None
-                return slot
-        return None
+        slot = self._by_channel.pop(channel_id, None)
+        if slot is not None:
+            slot.channel_id = None
+        return slot
 
     def slot_for(self, channel_id: int) -> ReceiveSlot | None:
-        for slot in self._slots.values():
-            if slot.channel_id == channel_id:
-                return slot
-        return None
+        """The slot bound to `channel_id`; one dict lookup (called per forwarded packet)."""
+        return self._by_channel.get(channel_id)
 
     @property
     def free_slots(self) -> int:

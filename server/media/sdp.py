@@ -16,6 +16,9 @@ MAX_SDP_BYTES = 60_000  # under the 64 KiB frame limit with room for the envelop
 PTT_OPUS_FMTP = "minptime=10;useinbandfec=1;usedtx=0;stereo=0;sprop-stereo=0;maxaveragebitrate=32000"
 
 
+_OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000(?:/2)?\s*$", re.IGNORECASE)
+
+
 class BadOffer(ValueError):
     """The offer is not SDP, or not the protocol's shape; the message says which part."""
 
@@ -46,25 +49,36 @@ def check_offer(sdp: object, max_receive_slots: int) -> OfferShape:
     mids: list[str] = []
     directions: list[str] = []
     kinds: list[str] = []
+    has_opus: list[bool] = []
     current_mid: str | None = None
     current_dir = "sendrecv"
+    current_formats: set[str] = set()
+    current_opus: set[str] = set()
     in_media = False
 
     def close_section() -> None:
         if in_media:
             mids.append(current_mid if current_mid is not None else "")
             directions.append(current_dir)
+            # Opus must be a format the m-line lists, not just text somewhere in the SDP:
+            # an m-line that negotiates no Opus cannot carry forwarded audio.
+            has_opus.append(bool(current_formats & current_opus))
 
     for line in lines:
         if line.startswith("m="):
             close_section()
             in_media = True
-            kinds.append(line[2:].split(" ", 1)[0])
+            fields = line[2:].split()
+            kinds.append(fields[0] if fields else "")
+            current_formats = set(fields[3:])
+            current_opus = set()
             current_mid, current_dir = None, "sendrecv"
         elif in_media and line.startswith("a=mid:"):
             current_mid = line[6:].strip()
         elif in_media and line[2:] in ("sendonly", "recvonly", "sendrecv", "inactive") and line.startswith("a="):
             current_dir = line[2:]
+        elif in_media and (match := _OPUS_RTPMAP.match(line.rstrip())):
+            current_opus.add(match.group(1))
     close_section()
 
     if not mids:
@@ -81,12 +95,12 @@ def check_offer(sdp: object, max_receive_slots: int) -> OfferShape:
         raise BadOffer("m-lines after the first must be recvonly")
     if len(mids) - 1 > max_receive_slots:
         raise BadOffer(f"at most {max_receive_slots} receive m-lines")
-    if "opus/48000" not in sdp.lower():
+    if not any(has_opus):
         raise BadOffer("offer does not include Opus")
+    if not all(has_opus):
+        index = has_opus.index(False)
+        raise BadOffer(f"m-line {index} (mid {mids[index]}) does not offer Opus")
     return OfferShape(mids=mids, directions=directions)
-
-
-_OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000(?:/2)?\s*$", re.IGNORECASE)
 
 
 def shape_answer(sdp: str, announced_address: str | None = None) -> str:
