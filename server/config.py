@@ -35,7 +35,8 @@ class ServerConfig:
     max_talk_ms: int = 60_000
     token_ttl_s: int = 12 * 3600
     hello_timeout_s: float = 10.0
-    idle_timeout_s: float = 45.0
+    # WebSocket pings this often; a client that does not answer one within half of it is
+    # closed (so a dead link goes within ~1.5 periods, inside the protocol's 45 s).
     heartbeat_s: float = 15.0
     max_frame_bytes: int = 64 * 1024
     max_receive_slots: int = 64

@@ -83,14 +83,24 @@ class ServerPeer:
             ):
                 raise BadOffer("a re-offer must keep the existing m-lines in order")
             pc = self._pc
+            first = not self._slots
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            except Exception as exc:  # aiortc raises many types for bad SDP
+                self._configure_transceivers(shape)
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(answer)
+                self._install_taps()
+            except Exception as exc:  # aiortc raises many types for SDP it refuses
+                if first:
+                    # Nothing was negotiated yet: start the next offer from scratch, so a
+                    # refused offer leaves the session as if it had never been sent.
+                    self._pc, self._slots, self._slot_order = None, {}, []
+                    self._by_channel.clear()
+                    self._tapped, self._writer = False, None
+                    await pc.close()
+                if isinstance(exc, BadOffer):
+                    raise
                 raise BadOffer(f"offer rejected: {exc}") from exc
-            self._configure_transceivers(shape)
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-            self._install_taps()
             return shape_answer(pc.localDescription.sdp, self._announced)
 
     @property

@@ -123,3 +123,25 @@ async def test_embedded_server_stops_cleanly_with_live_sessions(tmp_path):
     await asyncio.sleep(0.1)
     leftover = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
     assert not leftover, [t.get_name() for t in leftover]
+
+
+async def test_refused_first_offer_leaves_no_half_made_media(site):
+    client = await PttClient.connect(site.url, "u1", media=False)
+    try:
+        peer = ClientPeer(1)
+        offer = await peer.create_offer()
+        # Valid shape, but no ICE credentials: aiortc refuses it.
+        broken = "\r\n".join(l for l in offer.split("\r\n") if not l.startswith(("a=ice-ufrag", "a=ice-pwd")))
+        with pytest.raises(RequestError) as err:
+            await client.signaling.request("offer", sdp=broken)
+        assert err.value.code == "bad_request"
+        with pytest.raises(RequestError) as err:
+            await client.join(site.channels["alpha"])
+        assert err.value.code == "conflict"  # as if no offer had been made
+        answer = await client.signaling.request("offer", sdp=offer)
+        await peer.apply_answer(answer["sdp"])
+        client.peer = peer
+        await peer.wait_connected()
+        assert (await client.join(site.channels["alpha"]))["mid"] == peer.mids[0]
+    finally:
+        await client.close()
