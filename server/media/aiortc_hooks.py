@@ -180,31 +180,25 @@ def negotiated_extension_id(transceiver: RTCRtpTransceiver, uri: str) -> int | N
 class SenderReportCounters:
     """Keeps an RTCRtpSender's RTCP sender-report figures true for packets we send.
 
-    aiortc's RTCP task reads these private counters once a second; we add to them per
-    packet and refresh the NTP/RTP timestamp pair every few packets (the pair only has to
-    describe one instant).
+    aiortc's RTCP task reads these private fields about once a second. `sync` writes a
+    snapshot of all four at one instant (the forwarder calls it every few packets), so a
+    report's counts and its NTP/RTP timestamp pair always describe the same moment.
     """
 
-    __slots__ = ("sender", "_since_refresh")
-
-    REFRESH_EVERY = 25  # packets: 0.5 s of 20 ms audio
+    __slots__ = ("sender",)
 
     def __init__(self, sender: RTCRtpSender) -> None:
         for name in ("packet_count", "octet_count", "ntp_timestamp", "rtp_timestamp"):
             if not hasattr(sender, f"_RTCRtpSender__{name}"):
                 raise HookError(f"RTCRtpSender.__{name} is gone")
         self.sender = sender
-        self._since_refresh = self.REFRESH_EVERY
 
-    def count(self, payload_bytes: int, rtp_timestamp: int) -> None:
+    def sync(self, packets: int, octets: int, rtp_timestamp: int) -> None:
         sender = self.sender
-        sender._RTCRtpSender__packet_count += 1
-        sender._RTCRtpSender__octet_count += payload_bytes
-        self._since_refresh += 1
-        if self._since_refresh >= self.REFRESH_EVERY:
-            self._since_refresh = 0
-            sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
-            sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        sender._RTCRtpSender__packet_count = packets
+        sender._RTCRtpSender__octet_count = octets
+        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
 
 
 class RawRtpWriter:
@@ -215,7 +209,7 @@ class RawRtpWriter:
     real network would.
     """
 
-    __slots__ = ("_dtls", "_ice")
+    __slots__ = ("_dtls", "_nominated", "_pair", "_sendto", "_dest")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         ice = getattr(dtls.transport, "_connection", None)
@@ -224,24 +218,29 @@ class RawRtpWriter:
         if not hasattr(dtls, "_state"):
             raise HookError("RTCDtlsTransport._state is gone")
         self._dtls = dtls
-        self._ice = ice
+        self._nominated = ice._nominated
+        # The nominated pair's socket and address, looked up again only when the pair
+        # changes (ICE may nominate another one).
+        self._pair = None
+        self._sendto = None
+        self._dest = None
 
     @property
     def ready(self) -> bool:
-        return self._dtls._state is DtlsState.CONNECTED and 1 in self._ice._nominated
+        return self._dtls._state is DtlsState.CONNECTED and 1 in self._nominated
 
     def write(self, packet: bytes) -> bool:
         """Send one RTP packet; False when the transport cannot carry it (yet)."""
         dtls = self._dtls
         if dtls._state is not DtlsState.CONNECTED:
             return False
-        pair = self._ice._nominated.get(1)
-        if pair is None:
-            return False
-        transport = pair.protocol.transport
-        if transport is None:
-            return False
-        transport.sendto(dtls._tx_srtp.protect(packet), pair.remote_addr)
+        pair = self._nominated.get(1)
+        if pair is not self._pair:
+            transport = getattr(pair.protocol, "transport", None) if pair is not None else None
+            if transport is None:
+                return False
+            self._pair, self._sendto, self._dest = pair, transport.sendto, pair.remote_addr
+        self._sendto(dtls._tx_srtp.protect(packet), self._dest)
         return True
 
 

@@ -61,12 +61,16 @@ def one_byte_extension_block(ext_id: int, value: bytes) -> bytes:
 class ListenerOutput:
     """One listener m-line bound to one channel: rewrites and sends each forwarded packet.
 
-    `write` is the listener's transport (RawRtpWriter.write); `on_sent` feeds its RTCP
-    sender-report counters. Both are plain callables so tests can capture packets.
+    `write` is the listener's transport (RawRtpWriter.write). `report(packets, octets,
+    rtp_timestamp)` receives a snapshot of what was sent every REPORT_EVERY packets, for
+    the m-line's RTCP sender reports: one consistent instant, and no per-packet cost.
+    Both are plain callables so tests can capture packets.
     """
 
+    REPORT_EVERY = 25  # packets: 0.5 s of 20 ms audio; sender reports go out about 1/s
+
     __slots__ = (
-        "label", "ssrc", "_first_byte", "_second_byte", "_extension", "_write", "_on_sent",
+        "label", "ssrc", "_first_byte", "_second_byte", "_extension", "_write", "_report",
         "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts", "_last_time",
         "packets_sent", "bytes_sent", "_clock",
     )
@@ -78,7 +82,7 @@ class ListenerOutput:
         payload_type: int,
         write: Callable[[bytes], bool],
         extension: bytes = b"",
-        on_sent: Callable[[int, int], None] | None = None,
+        report: Callable[[int, int, int], None] | None = None,
         label: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -88,7 +92,7 @@ class ListenerOutput:
         self._first_byte = 0x90 if extension else 0x80  # V=2, X when we add an extension
         self._second_byte = payload_type & 0x7F
         self._write = write
-        self._on_sent = on_sent
+        self._report = report
         self._clock = clock
         self._source: object = None
         self._seq_offset = 0
@@ -118,7 +122,9 @@ class ListenerOutput:
         self._ts_offset = (self._last_ts + advance - ts) & 0xFFFFFFFF
         self._source = source
 
-    def send(self, source: object, seq: int, ts: int, marker: int, payload: bytes) -> None:
+    def send(self, source: object, seq: int, ts: int, marker: int, payload: bytes, now: float | None = None) -> None:
+        """Rewrite and send one packet. `now` is the fan-out's clock reading for this
+        packet (read once for all its copies); None reads the clock here."""
         if source is not self._source:
             self._rebase(source, seq, ts)
         out_seq = (seq + self._seq_offset) & 0xFFFF
@@ -131,20 +137,21 @@ class ListenerOutput:
         if self._write(packet):
             self._last_seq = out_seq
             self._last_ts = out_ts
-            self._last_time = self._clock()
+            self._last_time = self._clock() if now is None else now
             self.packets_sent += 1
             self.bytes_sent += len(payload)
-            if self._on_sent is not None:
-                self._on_sent(len(payload), out_ts)
+            if self.packets_sent % self.REPORT_EVERY == 1 and self._report is not None:
+                self._report(self.packets_sent, self.bytes_sent, out_ts)
 
 
 class ChannelFanout:
     """The unmuted listener outputs of one channel on this node, and its counters."""
 
-    __slots__ = ("channel_id", "outputs", "packets_in", "packets_out", "bytes_out")
+    __slots__ = ("channel_id", "outputs", "packets_in", "packets_out", "bytes_out", "_clock")
 
-    def __init__(self, channel_id: int) -> None:
+    def __init__(self, channel_id: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.channel_id = channel_id
+        self._clock = clock
         self.outputs: list[ListenerOutput] = []
         self.packets_in = 0
         self.packets_out = 0
@@ -176,10 +183,11 @@ class ChannelFanout:
         ts = int.from_bytes(data[4:8], "big")
         payload = data[start:end]
         self.packets_in += 1
+        now = self._clock()
         sent = 0
         for output in self.outputs:
             if output is not exclude:
-                output.send(source, seq, ts, marker, payload)
+                output.send(source, seq, ts, marker, payload, now)
                 sent += 1
         self.packets_out += sent
         self.bytes_out += sent * len(payload)

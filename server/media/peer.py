@@ -148,7 +148,7 @@ class ServerPeer:
             payload_type=hooks.negotiated_opus_payload_type(transceiver),
             write=self._writer.write,
             extension=extension,
-            on_sent=counters.count,
+            report=counters.sync,
             label=f"{self.label}/{transceiver.mid}",
         )
 

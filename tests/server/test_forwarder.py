@@ -354,12 +354,14 @@ def test_unsent_packet_does_not_advance_the_stream():
     assert out.packets_sent == 2
 
 
-def test_on_sent_gets_payload_size_and_timestamp():
+def test_report_gets_snapshots_of_counts_and_timestamp():
     seen = []
     cap = Capture()
-    out = output(cap, on_sent=lambda size, ts: seen.append((size, ts)))
-    send_packet(out, "A", rtp(1, 0, b"12345"))
-    assert seen == [(5, cap.parsed[0]["ts"])]
+    out = output(cap, report=lambda packets, octets, ts: seen.append((packets, octets, ts)))
+    for i in range(ListenerOutput.REPORT_EVERY + 1):
+        send_packet(out, "A", rtp(1 + i, i * FRAME_SAMPLES, b"12345"))
+    first, later = cap.parsed[0], cap.parsed[ListenerOutput.REPORT_EVERY]
+    assert seen == [(1, 5, first["ts"]), (ListenerOutput.REPORT_EVERY + 1, 5 * (ListenerOutput.REPORT_EVERY + 1), later["ts"])]
 
 
 def test_resync_starts_a_new_run_for_the_same_source():
@@ -441,7 +443,7 @@ def test_readding_an_output_resyncs_it():
     # Mute then unmute: the listener missed packets; its stream must continue at its own
     # next sequence number with the timestamp advanced by the time it was out.
     clock = Clock()
-    fanout = ChannelFanout(1)
+    fanout = ChannelFanout(1, clock=clock)
     cap = Capture()
     out = output(cap, clock)
     fanout.add(out)
