@@ -156,7 +156,7 @@ class ServerPeer:
         if self._pc is None:
             return
         state = self._pc.connectionState
-        logger.info("%s media %s", self.label, state)
+        logger.info("session=%s media %s", self.label, state)
         if state == "connected":
             # Tapped microphone RTP never reaches aiortc's receiver: its decoder idles.
             hooks.stop_receiver_decoder(self._pc.getTransceivers()[0].receiver)
