@@ -73,11 +73,8 @@ async def test_removed_member_loses_floor_audio_and_channel_at_once(site):
         await listener.join(alpha)
         assert (await talker.talk(alpha))["granted"]
         # The CLI (another process) removes the talker from the channel while it talks.
-        cli = Directory.open(site.data_dir)
-        try:
+        with Directory.open(site.data_dir) as cli:
             cli.remove_member("u1", "alpha")
-        finally:
-            cli.close()
         revoked = await talker.signaling.next_event("floor_revoked", timeout=3)
         assert revoked == {"type": "floor_revoked", "channel": alpha, "reason": "removed"}
         changed = await talker.signaling.next_event("channels_changed", timeout=3)
@@ -87,11 +84,8 @@ async def test_removed_member_loses_floor_audio_and_channel_at_once(site):
             await talker.talk(alpha)
         assert err.value.code == "forbidden"
         # An added member hears about it without reconnecting, and can join.
-        cli = Directory.open(site.data_dir)
-        try:
+        with Directory.open(site.data_dir) as cli:
             cli.add_member("u1", "alpha")
-        finally:
-            cli.close()
         changed = await talker.signaling.next_event("channels_changed", timeout=3)
         assert alpha in [c["id"] for c in changed["channels"]]
         assert (await talker.talk(alpha))["granted"]
