@@ -329,91 +329,75 @@ async def base_url():
     await runner.cleanup()
 
 
-async def test_responses_match_requests_among_events(base_url):
+@pytest.fixture
+async def client(base_url):
+    """A SignalingClient connected to the envelope server, closed after the test."""
     client = await SignalingClient.connect(base_url)
-    try:
-        # "slow" is answered after "ping": each caller still gets its own response.
-        slow, ping = await asyncio.gather(client.request("slow", n=1), client.request("ping", n=2))
-        assert slow["echo"]["type"] == "slow" and slow["echo"]["n"] == 1
-        assert ping["echo"]["type"] == "ping" and ping["echo"]["n"] == 2
-        assert slow["id"] != ping["id"] and {slow["id"], ping["id"]} == {1, 2}
-        third = await client.request("ping")
-        assert third["id"] == 3
-        # Events wait in order; taking one type leaves the others queued.
-        assert (await client.next_event("other"))["for"] == ping["id"]
-        assert (await client.next_event("tick"))["for"] == ping["id"]
-        assert (await client.next_event())["type"] == "tick"  # third's tick: oldest left
-        assert (await client.next_event())["type"] == "other"
-        with pytest.raises(TimeoutError):
-            await client.next_event(timeout=0.1)
-        assert [e["type"] for e in client.events_seen] == ["tick", "other", "tick", "other"]
-    finally:
-        await client.close()
+    yield client
+    await client.close()
 
 
-async def test_error_response_raises_request_error(base_url):
-    client = await SignalingClient.connect(base_url)
-    try:
-        with pytest.raises(RequestError) as caught:
-            await client.request("bad", channel="c1")
-        assert caught.value.code == "forbidden"
-        assert caught.value.message == "not a member"
-        assert caught.value.response["ok"] is False
-        # The connection stays usable after an error.
-        assert (await client.request("ping"))["ok"] is True
-    finally:
-        await client.close()
+async def test_responses_match_requests_among_events(client):
+    # "slow" is answered after "ping": each caller still gets its own response.
+    slow, ping = await asyncio.gather(client.request("slow", n=1), client.request("ping", n=2))
+    assert slow["echo"]["type"] == "slow" and slow["echo"]["n"] == 1
+    assert ping["echo"]["type"] == "ping" and ping["echo"]["n"] == 2
+    assert slow["id"] != ping["id"] and {slow["id"], ping["id"]} == {1, 2}
+    third = await client.request("ping")
+    assert third["id"] == 3
+    # Events wait in order; taking one type leaves the others queued.
+    assert (await client.next_event("other"))["for"] == ping["id"]
+    assert (await client.next_event("tick"))["for"] == ping["id"]
+    assert (await client.next_event())["type"] == "tick"  # third's tick: oldest left
+    assert (await client.next_event())["type"] == "other"
+    with pytest.raises(TimeoutError):
+        await client.next_event(timeout=0.1)
+    assert [e["type"] for e in client.events_seen] == ["tick", "other", "tick", "other"]
 
 
-async def test_send_raw_answer_arrives_unmatched(base_url):
-    client = await SignalingClient.connect(base_url)
-    try:
-        await client.send_raw("{not json")
-        answer = await client.next_unmatched(timeout=2)
-        assert answer["ok"] is False and answer["error"]["code"] == "bad_request"
-        await client.send_raw(json.dumps({"id": 900, "type": "ping"}))
-        assert (await client.next_unmatched(timeout=2))["id"] == 900
-        assert (await client.request("ping"))["id"] == 1
-    finally:
-        await client.close()
+async def test_error_response_raises_request_error(client):
+    with pytest.raises(RequestError) as caught:
+        await client.request("bad", channel="c1")
+    assert caught.value.code == "forbidden"
+    assert caught.value.message == "not a member"
+    assert caught.value.response["ok"] is False
+    # The connection stays usable after an error.
+    assert (await client.request("ping"))["ok"] is True
 
 
-async def test_request_timeout_and_late_callers(base_url):
-    client = await SignalingClient.connect(base_url)
-    try:
-        with pytest.raises(TimeoutError):
-            await client.request("never", timeout=0.2)
-        assert not client._pending, "a timed-out request must not stay pending"
-    finally:
-        await client.close()
+async def test_send_raw_answer_arrives_unmatched(client):
+    await client.send_raw("{not json")
+    answer = await client.next_unmatched(timeout=2)
+    assert answer["ok"] is False and answer["error"]["code"] == "bad_request"
+    await client.send_raw(json.dumps({"id": 900, "type": "ping"}))
+    assert (await client.next_unmatched(timeout=2))["id"] == 900
+    assert (await client.request("ping"))["id"] == 1
 
 
-async def test_hello_sends_the_client_block(base_url):
-    client = await SignalingClient.connect(base_url)
-    try:
-        response = await client.hello("tok", resume="s-0", version="9.9")
-        assert response["echo"]["token"] == "tok"
-        assert response["echo"]["resume"] == "s-0"
-        assert response["echo"]["client"] == {"name": "vpdesk", "version": "9.9"}
-        assert client.session_id == "s-1"
-    finally:
-        await client.close()
+async def test_request_timeout_and_late_callers(client):
+    with pytest.raises(TimeoutError):
+        await client.request("never", timeout=0.2)
+    assert not client._pending, "a timed-out request must not stay pending"
 
 
-async def test_server_close_fails_pending_request_with_close_code(base_url):
-    client = await SignalingClient.connect(base_url)
-    try:
-        with pytest.raises(ConnectionClosed) as caught:
-            await client.request("kick")
-        assert await client.wait_closed(timeout=2) == 4001
-        assert caught.value.close_code == 4001
-        assert client.closed
-        with pytest.raises(ConnectionClosed):
-            await client.request("ping")
-        with pytest.raises(ConnectionClosed):
-            await client.next_event(timeout=1)
-    finally:
-        await client.close()
+async def test_hello_sends_the_client_block(client):
+    response = await client.hello("tok", resume="s-0", version="9.9")
+    assert response["echo"]["token"] == "tok"
+    assert response["echo"]["resume"] == "s-0"
+    assert response["echo"]["client"] == {"name": "vpdesk", "version": "9.9"}
+    assert client.session_id == "s-1"
+
+
+async def test_server_close_fails_pending_request_with_close_code(client):
+    with pytest.raises(ConnectionClosed) as caught:
+        await client.request("kick")
+    assert await client.wait_closed(timeout=2) == 4001
+    assert caught.value.close_code == 4001
+    assert client.closed
+    with pytest.raises(ConnectionClosed):
+        await client.request("ping")
+    with pytest.raises(ConnectionClosed):
+        await client.next_event(timeout=1)
 
 
 async def test_close_stops_the_reader_and_leaves_no_tasks(base_url):
