@@ -346,3 +346,13 @@ def test_emergency_press_requests_with_emergency_priority():
     assert not ptt.emergency
     # The next ordinary press is normal priority again.
     assert ptt.press("button") == [RequestFloor(CH, "normal")]
+
+
+def test_failed_request_goes_idle_with_the_reason():
+    clock = [0.0]
+    ptt = PttController(PttMode.HOLD, lambda: clock[0], target=7, connected=True)
+    assert ptt.press("mouse") == [RequestFloor(7, "normal")]
+    effects = ptt.on_failed(7, "you are not a member of this channel")
+    assert effects == [PlayTone("busy"), ShowMessage("Cannot talk: you are not a member of this channel")]
+    assert ptt.state is TxState.IDLE
+    assert ptt.on_failed(7, "again") == []  # nothing in progress any more

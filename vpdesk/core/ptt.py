@@ -295,6 +295,14 @@ class PttController:
         who = f"{holder_name} is speaking" if holder_name else "someone else is speaking"
         return [PlayTone("busy"), ShowMessage(f"Channel busy: {who}")]
 
+    def on_failed(self, channel: int, reason: str) -> list[Effect]:
+        """floor_request failed without an answer (an error response, a timeout): nothing
+        was granted, so go idle and say why; the dispatcher may press again."""
+        if self._state not in (TxState.REQUESTING, TxState.CANCELLING) or channel != self._channel:
+            return []
+        self._go_idle()
+        return [PlayTone("busy"), ShowMessage(f"Cannot talk: {reason}")]
+
     def on_revoked(self, channel: int, reason: str) -> list[Effect]:
         """floor_revoked: the server took the floor back (reason per PROTOCOL.md)."""
         if self._state is not TxState.TRANSMITTING or channel != self._channel:
