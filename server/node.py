@@ -66,8 +66,17 @@ class EmbeddedServer:
         await self._runner.setup()
         family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((config.listen_host, config.listen_port))
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: REUSEADDR would allow a second bind
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:  # POSIX: rebind at once after a restart despite TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((config.listen_host, config.listen_port))
+        except BaseException:
+            sock.close()
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         self.port = sock.getsockname()[1]
         site = web.SockSite(self._runner, sock)
         await site.start()

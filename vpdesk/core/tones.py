@@ -124,6 +124,6 @@ class ToneSettings:
             try:
                 if "volume" in entry and not isinstance(entry["volume"], bool):
                     settings.set_volume(name, entry["volume"])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 logger.warning("tones: ignoring bad volume %r for %s", entry.get("volume"), name)
         return settings

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -100,9 +100,14 @@ class SpeakerLike(Protocol):
 
 @dataclass(frozen=True)
 class Credentials:
+    """Who logs in where. `token_source` replaces the password login: the embedded
+    server's own console mints its token locally (whoever can run the console on this
+    PC can read the server's data folder anyway)."""
+
     url: str
     username: str
-    password: str
+    password: str = ""
+    token_source: Callable[[], str] | None = field(default=None, compare=False)
 
 
 class LoginRefused(Exception):
@@ -316,6 +321,8 @@ class ConsoleSession:
         await client.wait_closed()
 
     async def _get_token(self) -> str:
+        if self.credentials.token_source is not None:
+            return self.credentials.token_source()
         if self._token is None:
             try:
                 body = await login(
