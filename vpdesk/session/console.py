@@ -525,6 +525,25 @@ class ConsoleSession:
         except RequestError as exc:
             self.listener.show_message(f"Could not change mute on {self._name(cid)}: {exc.message or exc.code}")
 
+    def set_audio(self, speaker: SpeakerLike, microphone: MicrophoneLike | None) -> None:
+        """New audio devices (the preferences changed): move every channel's sink to
+        the new speaker and send the new microphone's track from now on."""
+        self.speaker = speaker
+        if self._router is not None:
+            for cid in self._mids:
+                receiver = self._router.receiver_for(cid)
+                if receiver is not None:
+                    receiver.sink = speaker.sink(cid)
+                    self._apply_gain(cid)
+        talking = self.microphone is not None and self.microphone.gate
+        self.microphone = microphone
+        if microphone is not None:
+            microphone.gate = talking
+        if self._peer is not None:
+            self._peer.set_microphone(microphone.track if microphone is not None else None)
+        if microphone is None and talking:
+            self._run_effects(self.ptt.release_all())
+
     def set_volume(self, channel_id: int, volume: float) -> None:
         if channel_id not in self.board:
             return
