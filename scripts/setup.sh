@@ -11,10 +11,17 @@ sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 
 packages=(python3 python3-venv python3-dev gcc)
+# The console: PortAudio for sounddevice (ALSA, with the PulseAudio plugin), and the
+# libraries Qt's xcb platform plugin loads.
+packages+=(libportaudio2 libasound2-plugins libegl1 libgl1 libfontconfig1 libdbus-1-3
+  libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0
+  libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0 fonts-dejavu-core)
 if [ "$want_tests" = 1 ]; then
   # espeak-ng and sox make and measure speech; iproute2 and util-linux give the
-  # loopback-only network namespace the media tests run in.
-  packages+=(espeak-ng sox iproute2 util-linux)
+  # loopback-only network namespace the media tests run in; pulseaudio (null sinks)
+  # and pulseaudio-utils are the real audio stack of the console tests; xvfb shows the
+  # real window for screenshots.
+  packages+=(espeak-ng sox iproute2 util-linux pulseaudio pulseaudio-utils xvfb xauth)
 fi
 missing=()
 for p in "${packages[@]}"; do
