@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
+import pytest_asyncio
 from PySide6.QtCore import QEvent, QPoint, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtTest import QTest
@@ -27,22 +28,20 @@ from vpdesk.ui.main_window import MainWindow
 from vpdesk.viewmodels.console import ConsoleViewModel
 
 
+# One qasync loop for the whole run: a new QEventLoop per test on the one QApplication
+# leaves tasks of a closed loop behind.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 @pytest.fixture(scope="module")
 def wav(tmp_path_factory):
     return speech_wav(tmp_path_factory.mktemp("wav"), "Medic two on scene", 1.5)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def site(tmp_path):
     site = await start_site(tmp_path / "site", users=3)
     yield site
     await site.server.stop()
-    # qasync's loop is closed without pytest-asyncio's final sweep of leftover tasks:
-    # finish aiortc's (ICE consent checks) here, so none is collected half-run.
-    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in leftovers:
-        task.cancel()
-    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 class Console:
@@ -69,9 +68,12 @@ class Console:
     async def stop(self):
         await self.session.stop()
         self.window.close()
+        # Delete on the GUI thread (see vpdesk.app: never leave it to the GC's thread).
+        self.window.deleteLater()
+        self.vm.deleteLater()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def consoles(site, wav, tmp_path):
     made = []
 
