@@ -223,7 +223,9 @@ class Console:
             raise SystemExit(f"the site in {data} has no admin user")
         self.settings.last_username = user.name
         self.settings.last_server = None
-        return Credentials(local_url(self.server), user.name, token_source=lambda: tokens.issue(user)[0])
+        url = local_url(self.server)
+        label = f"this console's server ({url.split('//', 1)[1]})"
+        return Credentials(url, user.name, token_source=lambda: tokens.issue(user)[0], label=label)
 
     async def _standalone(self) -> Credentials | None:
         url = self.options.server

@@ -108,6 +108,11 @@ class Credentials:
     username: str
     password: str = ""
     token_source: Callable[[], str] | None = field(default=None, compare=False)
+    label: str = ""  # how the status line names the server; the URL when empty
+
+    @property
+    def server_label(self) -> str:
+        return self.label or self.url
 
 
 class LoginRefused(Exception):
@@ -248,7 +253,7 @@ class ConsoleSession:
         try:
             while not self._stopping:
                 self.reconnector.on_connecting()
-                self.detail = f"Connecting to {self.credentials.url}…"
+                self.detail = f"Connecting to {self.credentials.server_label}…"
                 self.listener.connection_changed()
                 try:
                     await self._connect_and_serve()
@@ -314,7 +319,7 @@ class ConsoleSession:
             self.set_target(self._pick_target(plan.target))
         self._run_effects(self.ptt.set_connected(True))
         name = self.user.get("name", self.credentials.username)
-        self.detail = f"Connected to {self.credentials.url} as {name}"
+        self.detail = f"Connected to {self.credentials.server_label} as {name}"
         self._connected.set()
         self.listener.connection_changed()
         logger.info("session %s: %s, %d channels", hello.get("session"), self.detail, len(self.board))
