@@ -229,3 +229,23 @@ async def test_no_microphone_refuses_the_press_but_still_listens(site):
         await until(lambda: len(s.board.joined_ids()) == 2)
     finally:
         await s.stop()
+
+
+async def test_max_talk_time_revokes_with_a_tone_and_a_message(tmp_path, wav):
+    site = await start_site(tmp_path / "site", users=2, max_talk_ms=800)
+    s = make_session(site.url, "u1", PASSWORD, wav=wav)
+    s.start()
+    try:
+        await s.wait_connected()
+        s.press("mouse")
+        await until(lambda: s.ptt.state is TxState.TRANSMITTING)
+        assert s.microphone.gate
+        await until(lambda: s.ptt.state is TxState.IDLE, timeout=5)
+        assert not s.microphone.gate
+        assert s.listener.messages[-1] == "Transmission ended: maximum talk time reached"
+        assert s.listener.tones[-1] == "end_of_tx"
+        s.release("mouse")  # letting go afterwards sends nothing more
+        assert s.ptt.state is TxState.IDLE
+    finally:
+        await s.stop()
+        await site.server.stop()
