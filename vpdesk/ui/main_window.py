@@ -255,11 +255,19 @@ class MainWindow(QMainWindow):
         vm = self._vm
         return PreferencesDialog(vm.settings, vm.input_devices(), vm.output_devices(), vm.test_tone, self)
 
-    def open_preferences(self) -> None:
+    def open_preferences(self) -> QDialog:
+        """Show the preferences window-modal, without a nested event loop (exec() would
+        stall the asyncio tasks sharing this loop, the embedded server among them)."""
         dialog = self.make_preferences_dialog()
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.apply_preferences(dialog)
-        dialog.deleteLater()
+
+        def finished(result: int) -> None:
+            if result == QDialog.DialogCode.Accepted:
+                self.apply_preferences(dialog)
+            dialog.deleteLater()
+
+        dialog.finished.connect(finished)
+        dialog.open()
+        return dialog
 
     def apply_preferences(self, dialog: PreferencesDialog) -> None:
         self._vm.apply_settings(dialog.result_settings())

@@ -199,3 +199,15 @@ async def test_connection_loss_shows_and_recovers(site, consoles):
     await c.session.drop_connection()
     await until(lambda: "retrying" in c.window.connection.text() or "Connecting" in c.window.connection.text())
     await until(lambda: "Connected" in c.window.connection.text(), timeout=15)
+
+
+async def test_preferences_window_switches_to_toggle_and_the_loop_keeps_running(site, consoles):
+    c = await consoles("u1")
+    dialog = c.window.open_preferences()
+    await asyncio.sleep(0.2)  # asyncio still runs while the dialog is up: no nested loop
+    assert dialog.isVisible()
+    dialog.toggle_radio.setChecked(True)
+    dialog.accept()
+    await until(lambda: c.session.ptt.mode is PttMode.TOGGLE)
+    assert "Toggle" in c.window.ptt_panel.mode_label.text()
+    assert c.session.connected
