@@ -118,6 +118,24 @@ def test_running_dry_mid_burst_counts_an_underrun():
     assert speaker.underruns == 1
 
 
+def test_a_new_transmission_right_after_the_last_is_not_an_underrun():
+    speaker = Speaker(None, prefill_ms=20.0)
+    sink = speaker.sink("ch1")
+    block = np.zeros(480, dtype=np.float32)
+    sink.write(np.zeros(960, dtype=np.float32))
+    sink.end_of_burst()  # floor_idle arrived while the last audio was still buffered
+    assert sink._pull(block) and sink._pull(block)
+    assert sink._pull(block) and sink.state is SinkState.FILLING  # dry, as expected
+    sink.write(np.zeros(960, dtype=np.float32))  # the next talker, 0 s later
+    assert speaker.underruns == 0
+    # That new burst starving mid-way still counts.
+    sink.write(np.zeros(960, dtype=np.float32))
+    while sink._pull(block) and sink.state is SinkState.PLAYING:
+        pass
+    sink.write(np.zeros(960, dtype=np.float32))
+    assert speaker.underruns == 1
+
+
 def test_closed_speaker_keeps_only_the_newest_audio():
     speaker = Speaker(None, max_buffer_ms=200.0)
     assert not speaker.is_open

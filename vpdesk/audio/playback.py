@@ -75,6 +75,8 @@ class PlaybackSink:
         self._state = SinkState.FILLING
         self._waited = 0  # samples of stream time spent FILLING with something buffered
         self._dry_at: float | None = None  # monotonic time it last ran dry while playing
+        # Set by end_of_burst(): the transmission is over, so running dry is expected.
+        self._burst_over = False
         self.dropped_samples = 0  # discarded by the max_buffer rule
 
     @property
@@ -103,12 +105,21 @@ class PlaybackSink:
             if time.monotonic() - self._dry_at < MID_BURST_GAP_S:
                 self._speaker.underruns += 1
             self._dry_at = None
+        self._burst_over = False
         with self._lock:
             self._chunks.append(samples)
             self._buffered += len(samples)
             excess = self._buffered - self._max_buffer
             if excess > 0:
                 self._drop_oldest(excess)
+
+    def end_of_burst(self) -> None:
+        """Loop thread: the transmission ended (the floor went idle or changed hands).
+
+        The sink runs dry after its last samples as it should; the next audio starts a
+        new transmission, not the recovery from an underrun, however soon it comes."""
+        self._burst_over = True
+        self._dry_at = None
 
     def clear(self) -> None:
         """Loop thread: forget everything buffered (e.g. the device changed)."""
@@ -164,7 +175,8 @@ class PlaybackSink:
                 out[filled:] = 0.0
                 self._state = SinkState.FILLING
                 self._waited = 0
-                self._dry_at = time.monotonic()
+                if not self._burst_over:
+                    self._dry_at = time.monotonic()
         return True
 
 

@@ -436,6 +436,12 @@ class ConsoleSession:
         # Muting is server-side; the zero gain also silences what is already buffered.
         self.speaker.sink(cid).gain = 0.0 if state.muted else state.volume
 
+    def _end_of_burst(self, cid: int) -> None:
+        receiver = self.receiver_of(cid)
+        end = getattr(receiver.sink, "end_of_burst", None) if receiver is not None else None
+        if end is not None:
+            end()
+
     def _on_audio(self, cid: int) -> None:
         self.board.note_audio(cid)
         self.listener.channel_changed(cid)
@@ -450,10 +456,12 @@ class ConsoleSession:
         if kind == "floor_taken":
             if self.board.on_floor_taken(event):
                 cid = event["channel"]
+                self._end_of_burst(cid)  # a pre-emption hands over without an idle
                 self.listener.channel_changed(cid)
                 self._maybe_incoming_tone(cid, event)
         elif kind == "floor_idle":
             if self.board.on_floor_idle(event):
+                self._end_of_burst(event["channel"])
                 self.listener.channel_changed(event["channel"])
         elif kind == "floor_revoked":
             cid = event.get("channel")
