@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.forward import cpu_seconds, machine_facts, rss_mib  # noqa: E402
+from bench.forward import cpu_seconds, machine_facts, rss_mib, wait_healthy  # noqa: E402
 from tests.pulse import PulseAudio  # noqa: E402
 
 RATE = 48_000
@@ -291,8 +291,6 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        import aiohttp
-
         self.port = free_port()
         cmd = [sys.executable, "-m", "server", "--data", str(self.data_dir),
                "--listen", f"127.0.0.1:{self.port}", "--ice-address", "127.0.0.1"]
@@ -302,16 +300,7 @@ class ServerProcess:
             cmd += ["--config", str(toml)]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):  # bounded: 20 s
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited: see {self.log}")
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    async with http.get(self.url + "/api/health") as r:
-                        if r.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"server did not come up: see {self.log}")
+        await wait_healthy(self.proc, self.url, self.log)
 
     @property
     def pid(self) -> int:

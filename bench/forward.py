@@ -144,6 +144,22 @@ def encoded_source(frames: int, workdir: Path) -> list[bytes]:
 # --- clients ---------------------------------------------------------------------------
 
 
+
+async def wait_healthy(proc, url: str, log, what: str = "server") -> None:
+    """Wait (at most 20 s) until `proc`'s /api/health answers 200; fail if it exits."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):  # bounded: 20 s
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited: see {log}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url + "/api/health") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up: see {log}")
+
 class Client:
     """A logged-in session with one peer connection (mic m-line + `slots` receive slots)."""
 
@@ -402,18 +418,7 @@ class ServerProc:
                    "--listen", f"127.0.0.1:{self.port}", "--ice-address", "127.0.0.1"]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        import aiohttp
-
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):  # bounded: 20 s
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.kind} server exited: see {self.log}")
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    async with http.get(self.url + "/api/health") as r:
-                        if r.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.kind} server did not come up: see {self.log}")
+        await wait_healthy(self.proc, self.url, self.log, f"{self.kind} server")
 
     async def stats(self, token: str) -> dict | None:
         if self.kind != "vpdesk":
