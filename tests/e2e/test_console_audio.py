@@ -117,3 +117,42 @@ async def test_the_consoles_microphone_reaches_a_listener(site, console, pulse, 
         assert score >= 0.8, f"correlation {score:.3f}"
     finally:
         await close_all(listener)
+
+
+async def test_changing_the_output_device_moves_every_channel_to_it(site, pulse, wav):  # noqa: F811
+    """Preferences → another speaker: monitored channels play on the new device at once.
+
+    The console starts with no working speaker (as when the saved device is unplugged),
+    then the dispatcher picks one."""
+    alpha = site.channels["alpha"]
+    first = Speaker(SPEAKER_SINK)  # never opened: takes writes, plays nothing
+    session = ConsoleSession(Credentials(site.url, "u1", PASSWORD), listener=RecordingListener(), speaker=first)
+    session.start()
+    track = WavTrack(wav, autostart=False)
+    talker = await PttClient.connect(site.url, "u0", slots=0, microphone=track)
+    second = Speaker(SPEAKER_SINK)
+    try:
+        await session.wait_connected()
+        await until(lambda: alpha in session.board.joined_ids())
+        await session._peer.wait_connected()
+        session.set_volume(alpha, 0.5)
+        second.open()
+        session.set_audio(second, None)
+        first.close()
+        assert session.receiver_of(alpha).sink is second.sink(alpha)
+        assert second.sink(alpha).gain == 0.5  # the channel's volume came along
+
+        recording = pulse.start_recording()
+        assert (await talker.talk(alpha))["granted"]
+        track.start()
+        await asyncio.wait_for(track.on_done.wait(), 15)
+        await asyncio.sleep(0.5)
+        await talker.release(alpha)
+        heard = recording.stop()
+        score, _ = aligned_correlation(read_wav(wav).astype(np.float64), heard * 32768.0)
+        assert score >= 0.8, f"correlation {score:.3f}"
+    finally:
+        await close_all(talker)
+        await session.stop()
+        first.close()
+        second.close()
