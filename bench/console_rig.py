@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.forward import cpu_seconds, machine_facts, rss_mib, wait_healthy  # noqa: E402
+from bench.forward import cpu_seconds, machine_facts, rss_mib, stop_process, wait_healthy  # noqa: E402
 from tests.pulse import PulseAudio  # noqa: E402
 
 RATE = 48_000
@@ -308,17 +308,9 @@ class ServerProcess:
         return self.proc.pid
 
     async def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        for _ in range(100):  # bounded: 10 s
-            if self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
+        if self.proc is not None:
+            await stop_process(self.proc)
+            self.proc = None
 
 
 # --- agent processes ------------------------------------------------------------------

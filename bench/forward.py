@@ -145,6 +145,17 @@ def encoded_source(frames: int, workdir: Path) -> list[bytes]:
 
 
 
+async def stop_process(proc) -> None:
+    """SIGTERM, up to 10 s to exit, then SIGKILL."""
+    proc.terminate()
+    for _ in range(100):  # bounded: 10 s
+        if proc.poll() is not None:
+            return
+        await asyncio.sleep(0.1)
+    proc.kill()
+    proc.wait(5)
+
+
 async def wait_healthy(proc, url: str, log, what: str = "server") -> None:
     """Wait (at most 20 s) until `proc`'s /api/health answers 200; fail if it exits."""
     import aiohttp
@@ -430,17 +441,9 @@ class ServerProc:
                 return await r.json()
 
     async def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        for _ in range(100):  # bounded: 10 s
-            if self.proc.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
+        if self.proc is not None:
+            await stop_process(self.proc)
+            self.proc = None
 
 
 

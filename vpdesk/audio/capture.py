@@ -24,13 +24,7 @@ import numpy as np
 import sounddevice as sd
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from vpdesk.audio.devices import (
-    INPUT,
-    AudioDeviceError,
-    device_label,
-    register_stream,
-    resolve_device,
-)
+from vpdesk.audio.devices import INPUT, start_stream, stop_stream
 
 logger = logging.getLogger(__name__)
 
@@ -135,24 +129,16 @@ class Microphone:
         busy or unavailable: ...")."""
         if self._stream is not None:
             return
-        index = resolve_device(self.device, INPUT)
-        label = self.device or device_label(index, INPUT)
-        try:
-            stream = sd.InputStream(
-                samplerate=SAMPLE_RATE,
-                blocksize=FRAME_SAMPLES,
-                device=index,
-                channels=1,
-                dtype="int16",
-                latency="low",
-                callback=self._on_audio,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise AudioDeviceError(f"Microphone '{label}' is busy or unavailable: {exc}") from exc
-        register_stream(stream)
-        self._stream = stream
-        logger.info("microphone %r: open (device index %s)", label, index)
+        self._stream, _ = start_stream(
+            INPUT,
+            self.device,
+            "Microphone",
+            samplerate=SAMPLE_RATE,
+            blocksize=FRAME_SAMPLES,
+            dtype="int16",
+            latency="low",
+            callback=self._on_audio,
+        )
 
     def close(self) -> None:
         """Stop and close the stream; the track stays (open() again to resume).
@@ -160,11 +146,7 @@ class Microphone:
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        try:
-            stream.abort()
-            stream.close()
-        except sd.PortAudioError as exc:
-            logger.warning("microphone %r: error while closing: %s", self.device, exc)
+        stop_stream(stream, "Microphone", self.device)
         self._level = 0.0
         self._track._flush()
         logger.info("microphone %r: closed", self.device)

@@ -164,3 +164,34 @@ def refresh_devices() -> None:
 def register_stream(stream: Any) -> None:
     """Note an open sounddevice stream (for refresh_devices' safety check)."""
     _open_streams.add(stream)
+
+
+def start_stream(kind: str, device: str | None, what: str, **settings: Any) -> tuple[Any, str]:
+    """Open and start a mono stream of `kind` on the named device (None: the default).
+
+    `what` names the device to the dispatcher ("Microphone", "Speaker"); `settings` go
+    to sounddevice (samplerate, blocksize, dtype, latency, callback). Returns the stream
+    and the device's label. Raises AudioDeviceError when the device is missing, busy or
+    refuses the settings. Call on the thread that owns the stream's object.
+    """
+    index = resolve_device(device, kind)
+    label = device or device_label(index, kind)
+    stream_class = sd.InputStream if kind == INPUT else sd.OutputStream
+    try:
+        stream = stream_class(device=index, channels=1, **settings)
+        stream.start()
+    except (sd.PortAudioError, ValueError) as exc:
+        raise AudioDeviceError(f"{what} '{label}' is busy or unavailable: {exc}") from exc
+    register_stream(stream)
+    logger.info("%s %r: open (device index %s)", what.lower(), label, index)
+    return stream, label
+
+
+def stop_stream(stream: Any, what: str, device: str | None) -> None:
+    """Abort and close a stream from start_stream; a device that errors on the way out
+    (unplugged) is logged, not raised: closing must always succeed."""
+    try:
+        stream.abort()
+        stream.close()
+    except sd.PortAudioError as exc:
+        logger.warning("%s %r: error while closing: %s", what.lower(), device, exc)

@@ -28,13 +28,7 @@ from typing import Any
 import numpy as np
 import sounddevice as sd
 
-from vpdesk.audio.devices import (
-    OUTPUT,
-    AudioDeviceError,
-    device_label,
-    register_stream,
-    resolve_device,
-)
+from vpdesk.audio.devices import OUTPUT, start_stream, stop_stream
 
 logger = logging.getLogger(__name__)
 
@@ -218,37 +212,25 @@ class Speaker:
         ...")."""
         if self._stream is not None:
             return
-        index = resolve_device(self.device, OUTPUT)
-        label = self.device or device_label(index, OUTPUT)
         for sink in self._sink_list:
             sink.clear()  # what piled up while closed is stale
-        try:
-            stream = sd.OutputStream(
-                samplerate=SAMPLE_RATE,
-                blocksize=BLOCK_SAMPLES,
-                device=index,
-                channels=1,
-                dtype="float32",
-                latency=self.latency,
-                callback=self._on_audio,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as exc:
-            raise AudioDeviceError(f"Speaker '{label}' is busy or unavailable: {exc}") from exc
-        register_stream(stream)
-        self._stream = stream
-        logger.info("speaker %r: open (device index %s)", label, index)
+        self._stream, _ = start_stream(
+            OUTPUT,
+            self.device,
+            "Speaker",
+            samplerate=SAMPLE_RATE,
+            blocksize=BLOCK_SAMPLES,
+            dtype="float32",
+            latency=self.latency,
+            callback=self._on_audio,
+        )
 
     def close(self) -> None:
         """Stop and close the stream; sinks stay (and keep taking writes). Idempotent."""
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        try:
-            stream.abort()
-            stream.close()
-        except sd.PortAudioError as exc:
-            logger.warning("speaker %r: error while closing: %s", self.device, exc)
+        stop_stream(stream, "Speaker", self.device)
         self._new_clips.clear()
         self._clips = []
         logger.info("speaker %r: closed", self.device)
