@@ -77,6 +77,17 @@ def _with_parent(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig=TERM", "--", *command] if setpriv else command
 
 
+
+def _end(proc: subprocess.Popen) -> None:
+    """SIGTERM, 5 s to exit, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 class MonitorRecorder:
     """One parec reading a sink's monitor source into a file, for the daemon's life.
 
@@ -129,13 +140,7 @@ class MonitorRecorder:
         return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        _end(self._proc)
         if self._proc.stderr:
             self._proc.stderr.close()
         self._file.close()
@@ -302,13 +307,7 @@ class PulseAudio:
             monitor.close()
         self._monitors = {}
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+            _end(self._proc)
             self._proc = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
