@@ -453,6 +453,7 @@ export class App {
 
   _render() {
     const board = this.board;
+    this.ptt.target = board.talk; // the next press talks on the channel shown
     this.view.channels(board, this.user);
     this._tick();
     for (const [channel, mid] of board.mids) {
