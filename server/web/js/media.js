@@ -34,7 +34,7 @@ export function microphoneProblemFor(error) {
         "The microphone cannot be opened: another app may be using it. Close it and press Retry.",
       );
     default:
-      return new MicrophoneProblem("failed", `The microphone failed: ${error && error.message}`);
+      return new MicrophoneProblem("failed", `The microphone failed: ${error?.message || "unknown error"}`);
   }
 }
 

@@ -34,7 +34,7 @@ export class PttController {
     this._state = TxState.IDLE;
     this._channel = null;
     this._deniedUntil = 0;
-    this.deniedHolder = null;
+    this._deniedHolder = null;
     this.txSince = null;
     this.maxMs = null;
   }
@@ -42,6 +42,11 @@ export class PttController {
   get state() {
     if (this._state === TxState.DENIED && this.clock() >= this._deniedUntil) return TxState.IDLE;
     return this._state;
+  }
+
+  /** Who held the floor at the last denial, while the denial shows. */
+  get deniedHolder() {
+    return this.state === TxState.DENIED ? this._deniedHolder : null;
   }
 
   /** The channel being requested or talked on; null when idle. */
@@ -119,7 +124,7 @@ export class PttController {
     this._goIdle();
     this._state = TxState.DENIED;
     this._deniedUntil = this.clock() + DENIED_SHOW_MS;
-    this.deniedHolder = holderName || null;
+    this._deniedHolder = holderName || null;
     const who = holderName ? `${holderName} is speaking` : "someone else is speaking";
     return [{ kind: "tone", name: "busy" }, { kind: "message", text: `Channel busy: ${who}` }];
   }
@@ -160,7 +165,7 @@ export class PttController {
     if (this.target == null) return [{ kind: "refused", reason: "no_channel" }, { kind: "message", text: "Cannot talk: pick a channel to talk on" }];
     this._state = TxState.REQUESTING;
     this._channel = this.target;
-    this.deniedHolder = null;
+    this._deniedHolder = null;
     return [{ kind: "request", channel: this.target }];
   }
 

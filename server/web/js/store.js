@@ -19,7 +19,7 @@ const DEFAULTS = Object.freeze({
 export class Store {
   constructor(storage = window.localStorage) {
     this.storage = storage;
-    this.data = { ...DEFAULTS, ...this._read() };
+    this.data = { ...DEFAULTS, muted: [], ...this._read() }; // no array shared between stores
   }
 
   _read() {
