@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -17,10 +16,9 @@ from .directory import Directory, Role, verify_password
 from .hub import Hub
 from .signaling import websocket_handler
 from .state.base import LiveStore
+from .web_routes import add_web_routes, default_tones_dir, default_web_dir
 
 logger = logging.getLogger(__name__)
-
-WEB_ROOT = Path(__file__).parent / "web"
 
 CONFIG = web.AppKey("config", ServerConfig)
 DIRECTORY = web.AppKey("directory", Directory)
@@ -82,11 +80,10 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[HUB].stats())
 
 
-async def index(request: web.Request) -> web.StreamResponse:
-    page = WEB_ROOT / "index.html"
-    if not page.is_file():
-        return web.Response(text="vpdesk server", content_type="text/plain")
-    return web.FileResponse(page)
+async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, JSON and files alike: no MIME sniffing, no Referer to elsewhere."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -114,9 +111,10 @@ def create_app(config: ServerConfig, store: LiveStore, directory: Directory) -> 
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/ws", functools.partial(websocket_handler, hub, tokens))
-    app.router.add_get("/", index)
-    if WEB_ROOT.is_dir():
-        app.router.add_static("/web/", WEB_ROOT, show_index=False)
+    add_web_routes(
+        app, config.web_dir or default_web_dir(), config.tones_dir or default_tones_dir()
+    )
+    app.on_response_prepare.append(_common_headers)
     app.on_shutdown.append(_close_websockets)
     app.cleanup_ctx.append(_hub_context)
     return app

@@ -40,6 +40,10 @@ class ServerConfig:
     heartbeat_s: float = 15.0
     max_frame_bytes: int = 64 * 1024
     max_receive_slots: int = 64
+    # The field users' web page and the tone WAVs it plays. None: the defaults in
+    # server.web_routes (beside the package, or inside a PyInstaller bundle).
+    web_dir: Path | None = None
+    tones_dir: Path | None = None
 
     @property
     def listen(self) -> str:
@@ -59,6 +63,9 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_PATH_KEYS = frozenset({"data_dir", "web_dir", "tones_dir"})
+
+
 def load_config(path: Path | None) -> ServerConfig:
     """Read a TOML file whose top-level keys are ServerConfig field names."""
     config = ServerConfig()
@@ -75,7 +82,9 @@ def load_config(path: Path | None) -> ServerConfig:
             values["listen_host"], values["listen_port"] = parse_listen(str(value))
         elif key not in known:
             raise ConfigError(f"unknown config key {key!r} in {path}")
-        elif key == "data_dir":
+        elif key in _PATH_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"config key {key!r} in {path} must be a path string")
             values[key] = Path(value)
         else:
             values[key] = value

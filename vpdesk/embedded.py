@@ -22,6 +22,7 @@ from server.config import ServerConfig, parse_listen
 from server.directory import Directory, InvalidName, Role, normalize_name
 from server.media import aiortc_hooks
 from server.node import EmbeddedServer
+from vpdesk import paths
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,10 @@ def embedded_config(data_dir: Path, listen: str = "127.0.0.1:8080") -> ServerCon
         listen_port=port,
         ice_addresses=embedded_ice_addresses(),
         ice_servers=[],
+        # The page and tones shipped with the console (inside its bundle when frozen);
+        # web_dir None leaves the server's own default.
+        web_dir=paths.web_dir(),
+        tones_dir=paths.shipped_tones_dir(),
     )
 
 
