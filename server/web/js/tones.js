@@ -8,7 +8,7 @@ export class TonePlayer {
     this.context = null;
     this.buffers = new Map(); // name -> Promise<AudioBuffer | null>
     this.volume = 0.8;
-    this.played = []; // [{name, at}]: what was played, for the status line and tests
+    this.played = []; // [{name, at (performance.now())}]: what was played, for tests and benchmarks
   }
 
   _audioContext() {
@@ -61,7 +61,7 @@ export class TonePlayer {
     source.buffer = buffer;
     source.connect(gain).connect(context.destination);
     source.start();
-    this.played.push({ name, at: Date.now() });
+    this.played.push({ name, at: performance.now() });
     if (this.played.length > 50) this.played.shift();
     return true;
   }
