@@ -35,12 +35,14 @@ Everything here is called from the test's asyncio loop.
 from __future__ import annotations
 
 import enum
+from contextlib import asynccontextmanager
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from aiohttp import web
 from playwright.async_api import Browser, Page, Playwright
 
 logger = logging.getLogger(__name__)
@@ -259,3 +261,15 @@ async def rtc_inbound(page: Page) -> list[dict]:
     bytesReceived, audioLevel and totalAudioEnergy (None where Chromium has no value yet).
     [] when the page exposes no peer connection."""
     return await page.evaluate(_INBOUND_JS)
+
+
+@asynccontextmanager
+async def serve_on_loopback(app: web.Application) -> AsyncIterator[str]:
+    """Serve a throwaway aiohttp app on 127.0.0.1 (a free port); yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from playwright.async_api import Browser, Page
 
-from tests.web.browser import new_page
+from tests.web.browser import new_page, serve_on_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,9 @@ async def serve_web_root(root: Path = WEB_ROOT) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/blank.html", blank)
     app.router.add_get("/web/{path:.+}", static)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    logger.info("serving %s on 127.0.0.1:%d", root, port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_on_loopback(app) as base_url:
+        logger.info("serving %s at %s", root, base_url)
+        yield base_url
 
 
 async def open_blank(browser: Browser, base_url: str) -> Page:

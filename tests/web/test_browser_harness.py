@@ -17,6 +17,7 @@ from tests.web.browser import (
     insecure_origin,
     new_page,
     rtc_inbound,
+    serve_on_loopback,
     unexpected_errors,
 )
 
@@ -95,15 +96,8 @@ async def tiny_url() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/", index)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_on_loopback(app) as base_url:
+        yield base_url
 
 
 async def poll(check, what: str):
