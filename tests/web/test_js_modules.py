@@ -965,3 +965,34 @@ async def test_microphone_problem_for_each_get_user_media_error(page: Page):
     assert "another app" in r["NotReadableError"]["message"]
     assert "bad constraints" in r["TypeError"]["message"], "an unknown failure says what it was"
     assert r["nothing"] == "failed"
+
+
+async def test_a_denial_forgets_its_holder_once_it_stops_showing(page: Page):
+    r = await run_ptt(
+        page,
+        """
+        const { ptt, clock } = make();
+        ptt.press("button");
+        ptt.onDenied(CH, "Alice");
+        const shown = [ptt.state, ptt.deniedHolder];
+        clock.t += DENIED_SHOW_MS;
+        return { shown, after: [ptt.state, ptt.deniedHolder] };
+        """,
+    )
+    assert r["shown"] == ["denied", "Alice"]
+    assert r["after"] == ["idle", None]
+
+
+async def test_stores_share_no_default_list(page: Page):
+    r = await import_and_run(
+        page,
+        "store.js",
+        "{Store}",
+        """
+        const empty = () => ({ getItem: () => null, setItem: () => {} });
+        const first = new Store(empty());
+        first.get("muted").push(5);
+        return new Store(empty()).get("muted");
+        """,
+    )
+    assert r == []
