@@ -60,6 +60,14 @@ async def test_standalone_node_serves_talks_and_stops_on_sigterm(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         assert (await wait_healthy(url, proc))["status"] == "ok"
+        # The field users' page and its tones come from every node.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/") as resp:
+                assert resp.status == 200 and 'src="web/js/main.js"' in await resp.text()
+            async with http.get(url + "/web/js/app.js") as resp:
+                assert resp.status == 200 and resp.content_type == "text/javascript"
+            async with http.get(url + "/tones/busy.wav") as resp:
+                assert resp.status == 200 and (await resp.read())[:4] == b"RIFF"
         tone = (np.sin(np.arange(48_000) * 2 * np.pi * 440 / 48_000) * 8000).astype(np.int16)
         talker = await PttClient.connect(url, "disp", slots=1, microphone=WavTrack(tone, loop=True))
         listener = await PttClient.connect(url, "field", slots=1)
