@@ -297,8 +297,7 @@ export class App {
 
   async setListen(channel, on) {
     const board = this.board;
-    if (on) board.listen.add(channel);
-    else board.listen.delete(channel);
+    board.setListening(channel, on);
     this._saveChoices();
     this._render();
     if (!this.ptt.connected) return; // applied on the next connect
@@ -312,8 +311,7 @@ export class App {
 
   async setMute(channel, muted) {
     const board = this.board;
-    if (muted) board.muted.add(channel);
-    else board.muted.delete(channel);
+    board.setMuted(channel, muted);
     this._saveChoices();
     this._render(); // the <audio> element is silenced now; the server stops sending next
     if (!this.ptt.connected || !board.mids.has(channel)) return;

@@ -53,6 +53,16 @@ export class ChannelBoard {
     return this.floors.get(id)?.holder ?? null;
   }
 
+  setListening(id, on) {
+    if (on) this.listen.add(id);
+    else this.listen.delete(id);
+  }
+
+  setMuted(id, on) {
+    if (on) this.muted.add(id);
+    else this.muted.delete(id);
+  }
+
   /** What the page saves: see Store. */
   choices() {
     return { listen: [...this.listen], muted: [...this.muted], talk: this.talk };
