@@ -20,8 +20,10 @@ if [ "$want_tests" = 1 ]; then
   # espeak-ng and sox make and measure speech; iproute2 and util-linux give the
   # loopback-only network namespace the media tests run in; pulseaudio (null sinks)
   # and pulseaudio-utils are the real audio stack of the console tests; xvfb shows the
-  # real window for screenshots; chromium is the browser the web page is tested in.
-  packages+=(espeak-ng sox iproute2 util-linux pulseaudio pulseaudio-utils xvfb xauth chromium)
+  # real window for screenshots; chromium is the browser the web page is tested in;
+  # coturn is the TURN server the relay-only tests talk through.
+  packages+=(espeak-ng sox iproute2 util-linux pulseaudio pulseaudio-utils xvfb xauth chromium
+    coturn)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -31,9 +31,37 @@ class ServerConfig:
     announced_address: str | None = None
     # STUN/TURN servers handed to clients in `hello`.
     ice_servers: list[dict] = field(default_factory=list)
+    # STUN and TURN servers handed out in `hello` as well, with ephemeral TURN
+    # credentials (coturn's REST-API scheme: `use-auth-secret`, `static-auth-secret`).
+    stun_urls: list[str] = field(default_factory=list)
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str | None = None
+    turn_ttl_s: int = 24 * 3600
     floor_lease_ms: int = 3000
     max_talk_ms: int = 60_000
-    token_ttl_s: int = 12 * 3600
+    # Access tokens are short-lived; a refresh token (rotated on every use) gets new ones.
+    token_ttl_s: int = 15 * 60
+    refresh_ttl_s: int = 30 * 24 * 3600
+    # Login throttling: failed attempts per user name and per client address within the
+    # window; beyond them login answers 429 rate_limited until the window has passed.
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_window_s: float = 300.0
+    # Signaling: a token bucket per connection. A request beyond it gets `rate_limited`;
+    # more than `signaling_abuse_limit` refusals within `signaling_abuse_window_s` close
+    # the connection with 4008. The burst covers a dispatcher joining and muting 64
+    # channels at once.
+    signaling_rate_per_s: float = 50.0
+    signaling_burst: int = 200
+    signaling_abuse_limit: int = 100
+    signaling_abuse_window_s: float = 10.0
+    # HTTPS/WSS. A certificate and key (PEM), or a self-signed pair generated in the data
+    # folder on first run. Listening beyond loopback without TLS is refused unless
+    # `plain_http` says a TLS-terminating proxy sits in front.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    plain_http: bool = False
     hello_timeout_s: float = 10.0
     # WebSocket pings this often; a client that does not answer one within half of it is
     # closed (so a dead link goes within ~1.5 periods, inside the protocol's 45 s).
@@ -63,7 +91,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_PATH_KEYS = frozenset({"data_dir", "web_dir", "tones_dir"})
+_PATH_KEYS = frozenset({"data_dir", "web_dir", "tones_dir", "tls_cert", "tls_key"})
 
 
 def load_config(path: Path | None) -> ServerConfig:
