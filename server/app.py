@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .app_keys import CONFIG, DIRECTORY, HUB, STORE, TOKENS
 from .auth import TokenError, TokenIssuer, load_or_create_secret
 from .config import ServerConfig
 from .directory import Directory, Role, verify_password
@@ -20,11 +21,6 @@ from .web_routes import add_web_routes, default_tones_dir, default_web_dir
 
 logger = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", ServerConfig)
-DIRECTORY = web.AppKey("directory", Directory)
-STORE = web.AppKey("store", LiveStore)
-HUB = web.AppKey("hub", Hub)
-TOKENS = web.AppKey("tokens", TokenIssuer)
 
 
 def error_json(status: int, code: str, message: str) -> web.Response:

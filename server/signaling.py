@@ -29,6 +29,7 @@ from .protocol import (
     parse_request,
 )
 from .session import ClientSession
+from .turn import ice_servers_for
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
         "resumed": resumed,
         "user": user.to_wire(),
         "channels": session.channel_list(),
-        "ice_servers": config.ice_servers,
+        "ice_servers": ice_servers_for(config, user.id),
         "limits": {
             "max_frame_bytes": config.max_frame_bytes,
             "max_receive_slots": config.max_receive_slots,
