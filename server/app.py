@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .api.errors import api_errors
 from .app_keys import CONFIG, DIRECTORY, HUB, STORE, TOKENS
 from .auth import TokenError, TokenIssuer, load_or_create_secret
 from .config import ServerConfig
@@ -95,7 +96,7 @@ async def _hub_context(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: ServerConfig, store: LiveStore, directory: Directory) -> web.Application:
     """The node's application. The caller owns `store` and `directory` (and closes them)."""
-    app = web.Application(client_max_size=256 * 1024)
+    app = web.Application(client_max_size=256 * 1024, middlewares=[api_errors])
     tokens = TokenIssuer(load_or_create_secret(config.data_dir), config.token_ttl_s)
     hub = Hub(config, directory, store)
     app[CONFIG] = config

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .config import ServerConfig
@@ -47,6 +48,9 @@ class Hub:
         self._revision = -1
         self.packets_dropped_no_floor = 0
         self.websockets: set = set()  # open /ws connections, closed on shutdown
+        # Called with every floor event after the members have been told (the audit log's
+        # transmission records); an observer's failure is logged, never propagated.
+        self.floor_observers: list[Callable[[FloorEvent], None]] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -220,12 +224,16 @@ class Hub:
             session = self.sessions.get(event.session_id)
             if session is not None:
                 session.send(event.to_wire())
-            return
-        message = event.to_wire()
-        for session in self.members.get(event.channel_id, ()):
-            session.send(message)
-        if isinstance(event, (FloorTaken, FloorIdle)):
+        else:
+            message = event.to_wire()
+            for session in self.members.get(event.channel_id, ()):
+                session.send(message)
             logger.debug("floor ch=%s %s", event.channel_id, message["type"])
+        for observer in self.floor_observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.exception("floor observer %r failed", observer)
 
     # --- directory changes ---------------------------------------------------------
 
