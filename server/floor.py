@@ -98,6 +98,17 @@ class FloorController:
 
     # ------------------------------------------------------------------ queries (sync)
 
+    @property
+    def max_talk_ms(self) -> int:
+        return self._max_talk_ms
+
+    @max_talk_ms.setter
+    def max_talk_ms(self, value: int) -> None:
+        """An admin's new limit: applies to floors held now (checked each tick) and later."""
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"max_talk_ms must be a positive integer, got {value!r}")
+        self._max_talk_ms = value
+
     def held_by(self, session_id: str) -> Set[int]:
         """Channels on which ``session_id`` holds the floor granted by this controller.
 
