@@ -2,6 +2,9 @@
 
 `EmbeddedServer` is what the console uses for a small site: the same application as a
 standalone node, started and stopped on the caller's asyncio loop.
+
+TLS (server/tls.py): HTTPS/WSS with the configured certificate, or a self-signed one made
+in the data folder; plain http only on loopback, or with `plain_http` behind a proxy.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import logging
 import signal
 import socket
+from pathlib import Path
 
 from aiohttp import web
 
@@ -19,6 +23,7 @@ from .directory import Directory
 from .media import aiortc_hooks
 from .state.base import LiveStore
 from .state.memory import MemoryLiveStore
+from .tls import ServedTls, fingerprint_sha256, served_tls
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ class EmbeddedServer:
 
     `await start()` binds and serves (port 0 picks a free port: see `url`); `await stop()`
     closes every session and releases the port. Both must be awaited on the same loop.
+    `start()` raises server.config.ConfigError, before opening anything, for TLS options
+    that cannot work or a listen address beyond loopback without TLS (see server.tls).
     """
 
     def __init__(
@@ -45,17 +52,25 @@ class EmbeddedServer:
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._tls: ServedTls | None = None
+
+    @property
+    def tls_cert(self) -> Path | None:
+        """The certificate served (PEM), for clients to pin; None for plain http."""
+        return self._tls.cert if self._tls is not None else None
 
     @property
     def url(self) -> str:
         host = self.config.listen_host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> "EmbeddedServer":
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._tls = served_tls(config)
         aiortc_hooks.use_host_addresses(config.ice_addresses)
         if self.directory is None:
             self.directory = Directory.open(config.data_dir)
@@ -78,9 +93,14 @@ class EmbeddedServer:
             self._runner = None
             raise
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock)
+        site = web.SockSite(self._runner, sock, ssl_context=self._tls.context if self._tls else None)
         await site.start()
-        logger.info("serving on %s (data %s)", self.url, config.data_dir)
+        if self._tls is not None:
+            kind = "self-signed certificate" if self._tls.self_signed else "certificate"
+            logger.info("serving on %s (data %s; %s %s, SHA-256 %s)", self.url, config.data_dir,
+                        kind, self._tls.cert, fingerprint_sha256(self._tls.cert))
+        else:
+            logger.info("serving on %s (data %s)", self.url, config.data_dir)
         return self
 
     async def stop(self) -> None:
@@ -114,5 +134,10 @@ async def serve_until_signalled(config: ServerConfig) -> None:
 
 
 def run_node(config: ServerConfig) -> None:
-    """Run a standalone node until SIGINT or SIGTERM."""
+    """Run a standalone node until SIGINT or SIGTERM.
+
+    Raises ConfigError before the loop starts when the TLS options cannot work (see
+    server.tls.served_tls); `vpserver` prints it and exits with code 2.
+    """
+    served_tls(config)  # fail before anything starts; start() repeats it (cheap)
     asyncio.run(serve_until_signalled(config))

@@ -9,6 +9,7 @@ anywhere, and a credential stops working at its expiry.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import time
@@ -33,7 +34,8 @@ def ice_servers_for(config: ServerConfig, user_id: int, now: float | None = None
     TURN URLs without a `turn_secret` are handed out as they are (a TURN server with
     static users configured elsewhere expects the client to know its credentials).
     """
-    servers: list[dict[str, Any]] = [dict(entry) for entry in config.ice_servers]
+    # Deep copies: a caller changing the reply must not change the configuration.
+    servers: list[dict[str, Any]] = copy.deepcopy(list(config.ice_servers))
     if config.stun_urls:
         servers.append({"urls": list(config.stun_urls)})
     if config.turn_urls:

@@ -6,6 +6,11 @@ for an admin name, a password and the channel names, and `create_site` writes th
 directory in the data folder (vpdesk.paths.embedded_data_dir()). After that,
 `start_embedded` serves on the console's own asyncio loop.
 
+The site opens to the LAN by default (DEFAULT_LISTEN, every interface) so that field
+users' phones reach it, and then serves HTTPS/WSS with a self-signed certificate made in
+the data folder on first run; the console reaches its own server over loopback and trusts
+exactly that certificate (`local_ssl_context`). A loopback `listen` serves plain http.
+
 No Qt. `needs_setup` and `create_site` block (SQLite, and scrypt for the password, ~0.1 s):
 call them before the loop runs or in an executor. `start_embedded` is a coroutine for the
 console's loop.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +28,7 @@ from server.config import ServerConfig, parse_listen
 from server.directory import Directory, InvalidName, Role, normalize_name
 from server.media import aiortc_hooks
 from server.node import EmbeddedServer
+from server.tls import fingerprint_sha256, is_loopback, pinned_client_context
 from vpdesk import paths
 
 logger = logging.getLogger(__name__)
@@ -29,6 +36,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHANNELS: tuple[str, ...] = ("Dispatch", "Ops 1", "Ops 2")
 MIN_PASSWORD_LENGTH = 8
 LOOPBACK = "127.0.0.1"
+# Every interface, TLS with the site's self-signed certificate (vpdesk.core.settings keeps
+# the dispatcher's choice; this is what a fresh install gets).
+DEFAULT_LISTEN = "0.0.0.0:8443"
 # Hosts whose server the console itself reaches over IPv4 loopback.
 _LOOPBACK_REACHABLE = frozenset({"0.0.0.0", "127.0.0.1", "localhost", ""})
 _ADDRESS_IN_USE = {errno.EADDRINUSE, 10048}  # 10048: WSAEADDRINUSE on Windows
@@ -141,15 +151,22 @@ def embedded_ice_addresses() -> list[str]:
     return list(dict.fromkeys([*found, LOOPBACK]))
 
 
-def embedded_config(data_dir: Path, listen: str = "127.0.0.1:8080") -> ServerConfig:
+def embedded_config(data_dir: Path, listen: str = DEFAULT_LISTEN) -> ServerConfig:
     """The embedded server's configuration. Raises server.config.ConfigError for a
-    `listen` that is not HOST:PORT."""
+    `listen` that is not HOST:PORT.
+
+    Beyond loopback: HTTPS/WSS with a self-signed certificate in the data folder, and ICE
+    on the LAN interfaces (plus loopback for the console's own peer). On loopback: plain
+    http, ICE on 127.0.0.1 only (nobody else can reach the site anyway).
+    """
     host, port = parse_listen(listen)
+    local_only = is_loopback(host)
     return ServerConfig(
         data_dir=Path(data_dir),
         listen_host=host,
         listen_port=port,
-        ice_addresses=embedded_ice_addresses(),
+        ice_addresses=[LOOPBACK] if local_only else embedded_ice_addresses(),
+        tls_self_signed=not local_only,
         ice_servers=[],
         # The page and tones shipped with the console (inside its bundle when frozen);
         # web_dir None leaves the server's own default.
@@ -158,13 +175,16 @@ def embedded_config(data_dir: Path, listen: str = "127.0.0.1:8080") -> ServerCon
     )
 
 
-async def start_embedded(data_dir: Path, listen: str = "127.0.0.1:8080") -> EmbeddedServer:
+async def start_embedded(data_dir: Path, listen: str = DEFAULT_LISTEN) -> EmbeddedServer:
     """Start the embedded server on the running loop. When the port is taken, serve on a
-    free port on the same host instead (logged); the caller connects to `local_url()`."""
+    free port on the same host instead (logged); the caller connects to `local_url()`
+    with `local_ssl_context()`."""
     config = embedded_config(data_dir, listen)
     server = EmbeddedServer(config)
     try:
-        return await server.start()
+        await server.start()
+        _log_field_access(server)
+        return server
     except OSError as exc:
         if exc.errno not in _ADDRESS_IN_USE or config.listen_port == 0:
             await server.stop()
@@ -176,15 +196,37 @@ async def start_embedded(data_dir: Path, listen: str = "127.0.0.1:8080") -> Embe
         "site: port %s on %s is in use; serving on %s instead",
         parse_listen(listen)[1], config.listen_host, server.url,
     )
+    _log_field_access(server)
     return server
+
+
+def _log_field_access(server: EmbeddedServer) -> None:
+    """Say where field users point their browsers, and which certificate they accept."""
+    if server.tls_cert is None:
+        return
+    host = server.config.listen_host
+    hosts = [a for a in server.config.ice_addresses if a != LOOPBACK] if host in ("0.0.0.0", "::") else [host]
+    urls = ", ".join(f"https://{h}:{server.port}/" for h in hosts) or "(no LAN address found)"
+    logger.info(
+        "site: field users open %s and accept the certificate with SHA-256 fingerprint %s",
+        urls, fingerprint_sha256(server.tls_cert),
+    )
 
 
 def local_url(server: EmbeddedServer) -> str:
     """The URL the console itself uses for its embedded server: loopback when the server
-    listens on every interface or on loopback, else its own address."""
+    listens on every interface or on loopback, else its own address. https when the
+    server serves TLS (its certificate names 127.0.0.1 and ::1)."""
     host = server.config.listen_host
+    scheme = "https" if server.tls_cert is not None else "http"
     if host in _LOOPBACK_REACHABLE:
-        return f"http://{LOOPBACK}:{server.port}"
+        return f"{scheme}://{LOOPBACK}:{server.port}"
     if host in ("::", "::1"):
-        return f"http://[::1]:{server.port}"
+        return f"{scheme}://[::1]:{server.port}"
     return server.url
+
+
+def local_ssl_context(server: EmbeddedServer) -> ssl.SSLContext | None:
+    """The client context for `local_url(server)`: trusts only the certificate this server
+    serves (pinned; host names checked), or None for plain http."""
+    return pinned_client_context(server.tls_cert) if server.tls_cert is not None else None

@@ -303,3 +303,15 @@ def test_tone_setting_values_survive(tmp_path):
     store = SettingsStore(tmp_path / "s.json")
     store.save(s)
     assert store.load().tones.get("emergency") == ToneSetting(True, 0.1)
+
+
+def test_a_version_1_file_moves_from_the_old_loopback_default_to_the_lan_default():
+    # Version 1 wrote its default on every save, so it says nothing about the user's wish.
+    old = Settings.from_dict({"version": 1, "embedded_listen": "127.0.0.1:8080"})
+    assert old.embedded_listen == "0.0.0.0:8443"
+    # A listen address the user changed stays, in either version.
+    chosen = Settings.from_dict({"version": 1, "embedded_listen": "127.0.0.1:9000"})
+    assert chosen.embedded_listen == "127.0.0.1:9000"
+    kept = Settings.from_dict({"version": 2, "embedded_listen": "127.0.0.1:8080"})
+    assert kept.embedded_listen == "127.0.0.1:8080"
+    assert Settings().to_dict()["version"] == 2

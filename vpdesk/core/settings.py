@@ -32,10 +32,15 @@ from vpdesk.core.tones import TONE_NAMES, ToneSettings
 
 logger = logging.getLogger(__name__)
 
-SETTINGS_VERSION = 1
+# 2: the embedded server's default moved from loopback plain http to the LAN over HTTPS.
+SETTINGS_VERSION = 2
 EMBEDDED_SERVER_KEY = "embedded"
 DEFAULT_PTT_KEY = "Space"
-DEFAULT_EMBEDDED_LISTEN = "127.0.0.1:8080"
+# The LAN, over HTTPS with the site's self-signed certificate: field users' phones reach
+# the console's own server. `--listen 127.0.0.1:8080` keeps a site to this PC.
+DEFAULT_EMBEDDED_LISTEN = "0.0.0.0:8443"
+# Version 1 files always carried the then default; it was never the user's own choice.
+_V1_DEFAULT_EMBEDDED_LISTEN = "127.0.0.1:8080"
 # SQLite's largest rowid: a channel id beyond it cannot name a real channel.
 _MAX_ID = 2**63 - 1
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -152,7 +157,8 @@ class Settings:
             if isinstance(value, str) and value:
                 setattr(settings, name, value)
         listen = data.get("embedded_listen")
-        if _valid_listen(listen):
+        old_default = data.get("version", 1) == 1 and listen == _V1_DEFAULT_EMBEDDED_LISTEN
+        if _valid_listen(listen) and not old_default:
             settings.embedded_listen = listen.strip()
         settings.tones = _tones(data.get("tones"))
         settings.channels = _channels(data.get("channels"))

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -70,11 +71,13 @@ async def login(
     *,
     session: aiohttp.ClientSession | None = None,
     timeout: float = 10.0,
+    ssl: SSLContext | None = None,
 ) -> dict:
     """POST /api/login; return the JSON body (`token`, `expires_at`, `user`).
 
-    Raises RequestError with the server's error code on any non-200 answer. Call on the
-    client's loop.
+    `ssl`: the context for an https URL (a pinned certificate); None: the session's own
+    (the system's CAs unless its connector says otherwise). Raises RequestError with the
+    server's error code on any non-200 answer. Call on the client's loop.
     """
     owned = session is None
     http = session or aiohttp.ClientSession()
@@ -83,6 +86,7 @@ async def login(
             base_url.rstrip("/") + "/api/login",
             json={"username": username, "password": password},
             timeout=aiohttp.ClientTimeout(total=timeout),
+            ssl=_ssl_option(ssl),
         ) as resp:
             text = await resp.text()
             try:
@@ -107,6 +111,11 @@ async def login(
     finally:
         if owned:
             await http.close()
+
+
+def _ssl_option(context: SSLContext | None) -> SSLContext | bool:
+    # aiohttp's per-request `ssl=True` means "the connector's default verification".
+    return context if context is not None else True
 
 
 class SignalingClient:
@@ -151,11 +160,13 @@ class SignalingClient:
         on_event: EventCallback | None = None,
         heartbeat: float | None = 15.0,
         timeout: float = 10.0,
+        ssl: SSLContext | None = None,
     ) -> SignalingClient:
         """Open `base_url + "/ws"` (http(s):// or ws(s)://) and start the reader task.
 
         `heartbeat`: WebSocket ping interval; the protocol pings both ways every 15 s.
-        A session passed in stays open after close(); one made here is closed with it.
+        `ssl`: as for login(). A session passed in stays open after close(); one made
+        here is closed with it.
         """
         owns = session is None
         http = session or aiohttp.ClientSession()
@@ -164,6 +175,7 @@ class SignalingClient:
                 base_url.rstrip("/") + "/ws",
                 heartbeat=heartbeat,
                 timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                ssl=_ssl_option(ssl),
             )
         except BaseException:
             if owns:
