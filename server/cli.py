@@ -1,32 +1,34 @@
-"""The `vpserver` command: run a node, or provision users, channels and memberships.
+"""The `vpserver` command: run a node, or provision users, events, teams, channels,
+memberships and settings, or read the audit log.
 
 Provisioning commands open the directory file directly, with the server stopped or
-running (SQLite WAL lets both use it; the server notices changes by the revision).
+running (SQLite WAL lets both use it; the server notices changes by the revision). They
+act as an admin would, record their changes in the audit log, and end the logins of a
+user whose password changes or who is removed. This module parses; the handlers are in
+`server.cli_commands`. docs/cli.md shows every command.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
 import sqlite3
 import sys
 from pathlib import Path
 
 from server import __version__
+from server import cli_commands as commands
+from server.cli_commands import PROG, CommandError, Context
 from server.config import ConfigError, load_config, parse_listen
 from server.directory import Directory, DirectoryError, Role
 
 logger = logging.getLogger(__name__)
 
-PROG = "vpserver"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
-
-class CommandError(Exception):
-    """A provisioning command cannot go on; the message is printed as is."""
+__all__ = ["CommandError", "build_parser", "configure_logging", "main"]
 
 
 # -- argument parsing -------------------------------------------------------------------
@@ -42,67 +44,113 @@ def _location_options(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
                         help="data folder (default: the platform's user data folder)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run a vpdesk server node, or provision its users and channels.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _location_options(parser, suppress=False)
+def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT", help="HTTP/WebSocket listen address")
     parser.add_argument("--ice-address", action="append", dest="ice_addresses", metavar="ADDR",
                         help="address to gather ICE candidates on (repeatable)")
     parser.add_argument("--announced-address", metavar="ADDR",
                         help="address announced in ICE candidates (server behind NAT)")
+    parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="TLS certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="TLS private key (PEM)")
+    parser.add_argument("--self-signed", action="store_true", default=None,
+                        help="serve HTTPS with a self-signed certificate kept in the data folder")
+    parser.add_argument("--plain-http", action="store_true", default=None,
+                        help="allow plain HTTP beyond loopback (a TLS proxy sits in front)")
+    parser.add_argument("--stun", action="append", dest="stun_urls", metavar="URL",
+                        help="STUN server handed to clients, e.g. stun:host:3478 (repeatable)")
+    parser.add_argument("--turn", action="append", dest="turn_urls", metavar="URL",
+                        help="TURN server handed to clients with ephemeral credentials "
+                             "(repeatable)")
+    parser.add_argument("--turn-secret-file", type=Path, metavar="FILE",
+                        help="file holding the TURN server's static-auth-secret")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run a vpdesk server node, or provision its users, events and channels.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _location_options(parser, suppress=False)
+    _server_options(parser)
 
     location = argparse.ArgumentParser(add_help=False)
     _location_options(location, suppress=True)
-
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def group(name: str, help: str):
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = subcommands.add_parser(name, help=help, description=help)
         actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-        def action(action_name: str, help: str, handler) -> argparse.ArgumentParser:
+        def action(action_name: str, help: str, handler, *positionals: str):
             p = actions.add_parser(action_name, help=help, description=help, parents=[location])
             p.set_defaults(handler=handler)
+            for positional in positionals:
+                p.add_argument(positional)
             return p
 
         return action
 
+    password_help = "the password (default: prompt, or read a line from stdin)"
     user = group("user", "manage users")
-    p = user("add", "add a user", _user_add)
-    p.add_argument("name")
+    p = user("add", "add a user", commands.user_add, "name")
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
-    p.add_argument("--password", help="the password (default: prompt, or read a line from stdin)")
-    user("list", "list users", _user_list)
-    p = user("remove", "remove a user and its memberships", _user_remove)
-    p.add_argument("name")
-    p = user("passwd", "set a user's password", _user_passwd)
-    p.add_argument("name")
-    p.add_argument("--password", help="the password (default: prompt, or read a line from stdin)")
+    p.add_argument("--password", help=password_help)
+    user("list", "list users", commands.user_list)
+    user("rename", "rename a user", commands.user_rename, "name", "new")
+    p = user("role", "change a user's role (the last admin stays admin)", commands.user_role,
+             "name")
+    p.add_argument("role", choices=[r.value for r in Role])
+    user("remove", "remove a user, its memberships and its logins", commands.user_remove, "name")
+    p = user("passwd", "set a user's password and end its logins", commands.user_passwd, "name")
+    p.add_argument("--password", help=password_help)
+
+    event = group("event", "manage events and their dispatchers")
+    event("add", "add an event", commands.event_add, "name")
+    event("list", "list events", commands.event_list)
+    event("rename", "rename an event", commands.event_rename, "name", "new")
+    event("remove", "remove an event with its teams and channels", commands.event_remove, "name")
+    event("show", "show an event's teams, channels and dispatchers", commands.event_show, "name")
+    event("assign", "let a dispatch user manage an event", commands.event_assign, "event", "user")
+    event("unassign", "take an event from a dispatch user", commands.event_unassign,
+          "event", "user")
+
+    team = group("team", "manage the teams of an event")
+    team("add", "add a team to an event", commands.team_add, "event", "name")
+    team("list", "list an event's teams", commands.team_list, "event")
+    team("rename", "rename a team", commands.team_rename, "event", "name", "new")
+    team("remove", "remove a team (its channels stay in the event)", commands.team_remove,
+         "event", "name")
 
     channel = group("channel", "manage channels")
-    p = channel("add", "add a channel", _channel_add)
-    p.add_argument("name")
-    p.add_argument("--team", help="the team the channel belongs to")
-    p.add_argument("--event", help="the event the channel belongs to")
-    channel("list", "list channels", _channel_list)
-    p = channel("remove", "remove a channel and its memberships", _channel_remove)
-    p.add_argument("name")
+    p = channel("add", "add a channel", commands.channel_add, "name")
+    p.add_argument("--event", help="the event the channel belongs to (made if missing)")
+    p.add_argument("--team", help="the team, within the event, the channel belongs to "
+                                  "(made if missing)")
+    p = channel("list", "list channels", commands.channel_list)
+    p.add_argument("--event", help="only this event's channels")
+    channel("rename", "rename a channel", commands.channel_rename, "name", "new")
+    p = channel("move", "put a channel in another team of its event", commands.channel_move, "name")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--team", help="the team (in the channel's event)")
+    where.add_argument("--no-team", action="store_true", help="take the channel out of its team")
+    channel("remove", "remove a channel and its memberships", commands.channel_remove, "name")
 
     member = group("member", "manage channel memberships")
-    p = member("add", "make a user a member of a channel", _member_add)
-    p.add_argument("user")
-    p.add_argument("channel")
-    p = member("remove", "take a user out of a channel", _member_remove)
-    p.add_argument("user")
-    p.add_argument("channel")
-    p = member("list", "list a channel's members", _member_list)
-    p.add_argument("channel")
+    member("add", "make a user a member of a channel", commands.member_add, "user", "channel")
+    member("remove", "take a user out of a channel", commands.member_remove, "user", "channel")
+    member("list", "list a channel's members", commands.member_list, "channel")
 
+    settings = group("settings", "show or change site settings")
+    settings("show", "show the site settings", commands.settings_show)
+    settings("set", "change a setting (max_talk_ms: none = the server's default)",
+             commands.settings_set, "key", "value")
+
+    p = subcommands.add_parser("audit", help="print the audit log, newest first",
+                            description="print the audit log, newest first", parents=[location])
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N entries")
+    p.add_argument("--kind", help="only this kind, e.g. login or user.* (a prefix)")
     return parser
 
 
@@ -115,20 +163,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         return _run_server(args)
     try:
-        data_dir = _data_dir(args)
+        args.data_dir = _data_dir(args)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(exc, EXIT_USAGE)
     try:
-        with Directory.open(data_dir) as directory:
-            args.handler(directory, args)
+        if args.command == "audit":
+            commands.audit(args.data_dir, args.limit, args.kind)
+        else:
+            with Directory.open(args.data_dir) as directory:
+                context = Context(directory, args.data_dir)
+                args.handler(context, args)
+            context.write_audit()
     except (DirectoryError, CommandError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(exc)
     except (sqlite3.Error, OSError) as exc:
-        print(f"{PROG}: cannot use the directory in {data_dir}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"cannot use the data in {args.data_dir}: {exc}")
     return EXIT_OK
+
+
+def _fail(message: object, code: int = EXIT_ERROR) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -148,10 +203,16 @@ def _run_server(args: argparse.Namespace) -> int:
             listen_port=listen_port,
             ice_addresses=args.ice_addresses,
             announced_address=args.announced_address,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_self_signed=args.self_signed,
+            plain_http=args.plain_http,
+            stun_urls=args.stun_urls,
+            turn_urls=args.turn_urls,
+            turn_secret=_read_secret(args.turn_secret_file),
         )
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(exc, EXIT_USAGE)
     configure_logging(args.verbose)
     # Imported here: provisioning commands must not pay for (or depend on) aiortc.
     from server.node import run_node
@@ -160,9 +221,24 @@ def _run_server(args: argparse.Namespace) -> int:
                 config.data_dir)
     try:
         run_node(config)
+    except ConfigError as exc:  # e.g. TLS missing beyond loopback, an unreadable certificate
+        return _fail(exc, EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
     return EXIT_OK
+
+
+def _read_secret(path: Path | None) -> str | None:
+    # A file, not an option value: a secret on the command line shows in the process list.
+    if path is None:
+        return None
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the TURN secret file {path}: {exc}") from None
+    if not secret:
+        raise ConfigError(f"the TURN secret file {path} is empty")
+    return secret
 
 
 def configure_logging(verbosity: int) -> None:
@@ -176,91 +252,3 @@ def configure_logging(verbosity: int) -> None:
             logging.getLogger(noisy).setLevel(max(logging.getLogger(noisy).level, logging.INFO))
 
 
-# -- provisioning handlers: (directory, args) -> None, print one line on success ----------
-
-
-def _read_password(args: argparse.Namespace) -> str:
-    if args.password is not None:
-        return args.password
-    if sys.stdin.isatty():
-        first = getpass.getpass("Password: ")
-        second = getpass.getpass("Password again: ")
-        if first != second:
-            raise CommandError("the passwords do not match")
-        return first
-    # Scripts pipe the password in, so it never appears in the process list.
-    line = sys.stdin.readline()
-    if not line:
-        raise CommandError("no password given (use --password, a terminal, or stdin)")
-    return line.rstrip("\r\n")
-
-
-def _user_add(directory: Directory, args: argparse.Namespace) -> None:
-    user = directory.add_user(args.name, Role(args.role), _read_password(args))
-    print(f"added user {user.name!r} (id {user.id}, role {user.role.value})")
-
-
-def _user_list(directory: Directory, args: argparse.Namespace) -> None:
-    users = directory.list_users()
-    if not users:
-        print("no users")
-        return
-    print(f"{'ID':>5}  {'NAME':<24}  ROLE")
-    for user in users:
-        print(f"{user.id:>5}  {user.name:<24}  {user.role.value}")
-
-
-def _user_remove(directory: Directory, args: argparse.Namespace) -> None:
-    directory.remove_user(args.name)
-    print(f"removed user {args.name!r}")
-
-
-def _user_passwd(directory: Directory, args: argparse.Namespace) -> None:
-    # Fail on an unknown user before asking for a password.
-    if directory.user_by_name(args.name) is None:
-        raise CommandError(f"no user {args.name!r}")
-    directory.set_password(args.name, _read_password(args))
-    print(f"changed the password of user {args.name!r}")
-
-
-def _channel_add(directory: Directory, args: argparse.Namespace) -> None:
-    channel = directory.add_channel(args.name, team=args.team, event=args.event)
-    print(f"added channel {channel.name!r} (id {channel.id})")
-
-
-def _channel_list(directory: Directory, args: argparse.Namespace) -> None:
-    channels = directory.list_channels()
-    if not channels:
-        print("no channels")
-        return
-    print(f"{'ID':>5}  {'NAME':<24}  {'TEAM':<16}  EVENT")
-    for c in channels:
-        print(f"{c.id:>5}  {c.name:<24}  {c.team or '-':<16}  {c.event or '-'}")
-
-
-def _channel_remove(directory: Directory, args: argparse.Namespace) -> None:
-    directory.remove_channel(args.name)
-    print(f"removed channel {args.name!r}")
-
-
-def _member_add(directory: Directory, args: argparse.Namespace) -> None:
-    directory.add_member(args.user, args.channel)
-    print(f"user {args.user!r} is a member of channel {args.channel!r}")
-
-
-def _member_remove(directory: Directory, args: argparse.Namespace) -> None:
-    directory.remove_member(args.user, args.channel)
-    print(f"user {args.user!r} is no longer a member of channel {args.channel!r}")
-
-
-def _member_list(directory: Directory, args: argparse.Namespace) -> None:
-    channel = directory.channel_by_name(args.channel)
-    if channel is None:
-        raise CommandError(f"no channel {args.channel!r}")
-    members = directory.members_of(channel.id)
-    if not members:
-        print(f"channel {channel.name!r} has no members")
-        return
-    print(f"{'ID':>5}  {'NAME':<24}  ROLE")
-    for user in members:
-        print(f"{user.id:>5}  {user.name:<24}  {user.role.value}")

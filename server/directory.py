@@ -1,221 +1,79 @@
-"""The durable directory: users, roles, channels and memberships in one SQLite file.
+"""The durable directory: users, roles, events, teams, channels, memberships and site
+settings in one SQLite file.
 
 The server and the `vpserver` provisioning commands open the same file at the same time:
 WAL journal mode lets readers run beside a writer, `busy_timeout` makes a second writer
 wait instead of failing, and every write bumps a revision counter in the same
 transaction so that a running server can poll one integer to notice changes made by the
 CLI.
+
+This module holds the connection, users and memberships; events, teams and channels are
+in `server.directory_events`, settings in `server.directory_settings`, the tables and the
+v1 migration in `server.directory_schema`. Callers import everything from here.
 """
 
 from __future__ import annotations
 
-import base64
-import enum
-import functools
-import hashlib
-import hmac
 import logging
-import secrets
 import sqlite3
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+from server.directory_events import CHANNEL_SELECT, EventsMixin
+from server.directory_model import (
+    MAX_NAME_LENGTH,
+    AlreadyExists,
+    Channel,
+    DirectoryError,
+    Event,
+    InvalidName,
+    InvalidPassword,
+    InvalidPlacement,
+    InvalidRole,
+    InvalidSetting,
+    LastAdmin,
+    NotFound,
+    Role,
+    Team,
+    User,
+    channel_from_row,
+    normalize_name,
+    parse_role,
+    user_from_row,
+)
+from server.directory_passwords import dummy_hash, hash_password, verify_password
+from server.directory_schema import SCHEMA_VERSION, create_schema
+from server.directory_settings import DEFAULT_SETTINGS, SettingsMixin
+
+__all__ = [
+    "DIRECTORY_FILENAME", "MAX_NAME_LENGTH", "SCHEMA_VERSION", "DEFAULT_SETTINGS",
+    "AlreadyExists", "Channel", "Directory", "DirectoryError", "Event", "InvalidName",
+    "InvalidPassword", "InvalidPlacement", "InvalidRole", "InvalidSetting", "LastAdmin",
+    "NotFound", "Role", "Team", "User", "hash_password", "normalize_name", "verify_password",
+]
 
 logger = logging.getLogger(__name__)
 
 DIRECTORY_FILENAME = "directory.sqlite3"
-MAX_NAME_LENGTH = 64
 # How long a write waits for another process's write lock. Writes are single small
 # transactions, so contention lasts microseconds; this only bounds a pathological wait.
 BUSY_TIMEOUT_MS = 5000
-SCHEMA_VERSION = 1
-
-# scrypt parameters for new hashes. Stored hashes carry their own, so these may be raised
-# later without invalidating existing passwords.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-SCRYPT_SALT_BYTES = 16
-SCRYPT_KEY_BYTES = 32
-# OpenSSL's default limit (32 MiB) would refuse parameters only slightly above today's.
-SCRYPT_MAXMEM = 256 * 1024 * 1024
 
 
-class Role(str, enum.Enum):
-    ADMIN = "admin"
-    DISPATCH = "dispatch"
-    GENERAL = "general"
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    name: str
-    role: Role
-
-    def to_wire(self) -> dict:
-        return {"id": self.id, "name": self.name, "role": self.role.value}
-
-
-@dataclass(frozen=True)
-class Channel:
-    id: int
-    name: str
-    team: str | None = None
-    event: str | None = None
-
-    def to_wire(self) -> dict:
-        return {"id": self.id, "name": self.name, "team": self.team, "event": self.event}
-
-
-class DirectoryError(Exception):
-    """A directory operation could not be done; the message names the thing."""
-
-
-class NotFound(DirectoryError):
-    """The named user, channel or membership does not exist."""
-
-
-class AlreadyExists(DirectoryError):
-    """A user or channel with that name exists already."""
-
-
-class InvalidName(DirectoryError):
-    """A name is empty, longer than 64 characters, or holds control characters."""
-
-
-class InvalidPassword(DirectoryError):
-    """A password is empty."""
-
-
-class InvalidRole(DirectoryError):
-    """A role is not one of admin, dispatch, general."""
-
-
-# -- names, roles, passwords ------------------------------------------------------------
-
-
-def normalize_name(name: str, what: str = "name") -> str:
-    """The stripped name, or InvalidName naming `what` and the offending value."""
-    if not isinstance(name, str):
-        raise InvalidName(f"{what} must be a string, not {type(name).__name__}")
-    stripped = name.strip()
-    if not stripped:
-        raise InvalidName(f"{what} {name!r} is empty")
-    if len(stripped) > MAX_NAME_LENGTH:
-        raise InvalidName(
-            f"{what} {stripped[:20]!r}... is longer than {MAX_NAME_LENGTH} characters"
-        )
-    # Cc: C0/C1 controls (newline, tab, escape...); Zl/Zp: line and paragraph separators.
-    # Either would break the one-line-per-entry listings and log lines.
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in stripped):
-        raise InvalidName(f"{what} {stripped!r} contains control characters")
-    return stripped
-
-
-def _optional_name(value: str | None, what: str) -> str | None:
-    return None if value is None else normalize_name(value, what)
-
-
-def _role(role: Role | str) -> Role:
-    try:
-        return Role(role)
-    except ValueError:
-        choices = ", ".join(r.value for r in Role)
-        raise InvalidRole(f"unknown role {role!r} (choose {choices})") from None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def hash_password(password: str) -> str:
-    """A self-describing scrypt hash: `scrypt$n$r$p$salt_b64$hash_b64`.
-
-    Pure CPU (~50 ms, 16 MiB): any thread may call it.
-    """
-    if not isinstance(password, str) or not password:
-        raise InvalidPassword("password must not be empty")
-    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
-    key = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
-        maxmem=SCRYPT_MAXMEM, dklen=SCRYPT_KEY_BYTES,
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
-
-
-def verify_password(stored: str, password: str) -> bool:
-    """True when `password` matches the stored hash; False for a malformed hash.
-
-    Pure CPU: any thread may call it.
-    """
-    try:
-        scheme, n, r, p, salt_b64, key_b64 = stored.split("$")
-        if scheme != "scrypt":
-            raise ValueError(f"unknown scheme {scheme!r}")
-        salt = base64.b64decode(salt_b64, validate=True)
-        expected = base64.b64decode(key_b64, validate=True)
-        key = hashlib.scrypt(
-            password.encode("utf-8"), salt=salt, n=int(n), r=int(r), p=int(p),
-            maxmem=SCRYPT_MAXMEM, dklen=len(expected),
-        )
-    except (ValueError, TypeError) as exc:
-        logger.warning("directory: unusable password hash: %s", exc)
-        return False
-    return hmac.compare_digest(key, expected)
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    # Verified against when the user does not exist, so that "no such user" takes as long
-    # as "wrong password" and login timing does not reveal which names exist.
-    return hash_password(secrets.token_urlsafe(16))
-
-
-# -- the database -----------------------------------------------------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
--- AUTOINCREMENT: ids are never reused, so a token issued to a removed user (its `sub`
--- is the user id) can never name a user created later.
-CREATE TABLE IF NOT EXISTS users (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    name          TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    role          TEXT NOT NULL,
-    password_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS channels (
-    id    INTEGER PRIMARY KEY AUTOINCREMENT,
-    name  TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    team  TEXT,
-    event TEXT
-);
-CREATE TABLE IF NOT EXISTS members (
-    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
-    PRIMARY KEY (user_id, channel_id)
-);
-CREATE INDEX IF NOT EXISTS members_by_channel ON members(channel_id, user_id);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('revision', 0);
-"""
-
-
-class Directory:
-    """Users, roles, channels and memberships in one SQLite file.
+class Directory(EventsMixin, SettingsMixin):
+    """Users, roles, events, teams, channels, memberships and settings in one SQLite file.
 
     Every method is synchronous and fast (one small statement or transaction) and is
     meant to be called from one thread: the server's asyncio loop thread, or the CLI's
-    main thread. The exceptions are `add_user`, `set_password` and `authenticate`, which
-    run scrypt (~50 ms); a server that cannot afford that on its loop may read the hash
-    elsewhere and call `verify_password` in an executor.
+    main thread. The exceptions are the methods that take a password (`add_user`,
+    `create_user`, `set_password`, `set_user_password`, `authenticate`), which run
+    scrypt (~50 ms); a server that cannot afford that on its loop may hash or verify in
+    an executor (`hash_password`, `verify_password`, `login_check`).
 
-    Names of users and channels are unique ignoring ASCII case ("Bob" is "bob") and are
-    stored as first written.
+    Names of users, events, teams and channels are unique ignoring ASCII case ("Bob" is
+    "bob"; a team's name within its event) and are stored as first written. Methods
+    taking ids raise NotFound naming the id; name-based ones name the name.
     """
 
     def __init__(self, path: Path) -> None:
@@ -231,11 +89,12 @@ class Directory:
         )
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA foreign_keys = ON")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 logger.warning("directory %s: journal mode is %s, not wal", self.path, mode)
+            self._conn.execute("PRAGMA foreign_keys = OFF")
             self._create_schema()
+            self._conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             self._conn.close()
             raise
@@ -256,7 +115,9 @@ class Directory:
         self.close()
 
     def _create_schema(self) -> None:
-        # Under the write lock, so two processes opening a new file at once do not race.
+        # Under the write lock, so two processes opening (or migrating) a file at once do
+        # not race. Foreign keys are still off here (the v1 migration needs them off, and
+        # the pragma cannot change inside a transaction); __init__ turns them on after.
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -265,10 +126,9 @@ class Directory:
                     f"directory {self.path} has schema version {version}, newer than "
                     f"this program's {SCHEMA_VERSION}"
                 )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._conn.execute(statement)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            create_schema(self._conn)
+            if version != SCHEMA_VERSION:
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -298,7 +158,7 @@ class Directory:
 
     def add_user(self, name: str, role: Role | str, password: str) -> User:
         name = normalize_name(name, "user name")
-        role = _role(role)
+        role = parse_role(role)
         password_hash = hash_password(password)
         try:
             with self._write() as db:
@@ -311,31 +171,82 @@ class Directory:
         logger.info("directory: added user %r (%s)", name, role.value)
         return User(cursor.lastrowid, name, role)
 
-    def set_password(self, name: str, password: str) -> None:
+    create_user = add_user
+
+    def rename_user(self, user_id: int, name: str) -> User:
+        name = normalize_name(name, "user name")
+        try:
+            with self._write() as db:
+                old = self._user(user_id)
+                db.execute("UPDATE users SET name = ? WHERE id = ?", (name, user_id))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"user {name!r} exists already") from None
+        logger.info("directory: renamed user %r to %r", old.name, name)
+        return User(user_id, name, old.role)
+
+    def set_user_role(self, user_id: int, role: Role | str) -> User:
+        """Change a user's role. LastAdmin when it would demote the only admin. A user
+        who stops being dispatch loses their event assignments."""
+        role = parse_role(role)
+        with self._write() as db:
+            user = self._user(user_id)
+            if role is not Role.ADMIN:
+                self._refuse_last_admin(user, "demoting")
+            db.execute("UPDATE users SET role = ? WHERE id = ?", (role.value, user_id))
+            if role is not Role.DISPATCH:
+                db.execute("DELETE FROM event_dispatchers WHERE user_id = ?", (user_id,))
+        logger.info("directory: user %r is now %s", user.name, role.value)
+        return User(user_id, user.name, role)
+
+    def set_user_password(self, user_id: int, password: str) -> None:
         password_hash = hash_password(password)
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name.strip())
+            user = self._user(user_id)
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+        logger.info("directory: changed password of user %r", user.name)
+
+    def delete_user(self, user_id: int, *, allow_last_admin: bool = False) -> None:
+        """Delete a user with its memberships and event assignments. LastAdmin for the
+        only admin, unless `allow_last_admin` (undoing a half-made first-run setup)."""
+        with self._write() as db:
+            user = self._user(user_id)
+            if not allow_last_admin:
+                self._refuse_last_admin(user, "removing")
+            db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        logger.info("directory: removed user %r", user.name)
+
+    def count_admins(self) -> int:
+        return self._conn.execute(
+            "SELECT count(*) FROM users WHERE role = ?", (Role.ADMIN.value,)
+        ).fetchone()[0]
+
+    def _refuse_last_admin(self, user: User, doing: str) -> None:
+        # Called inside the write transaction, so the count cannot change under it.
+        if user.role is Role.ADMIN and self.count_admins() <= 1:
+            raise LastAdmin(
+                f"user {user.name!r} is the last admin: {doing} them would leave the site "
+                f"without one"
             )
-            if cursor.rowcount == 0:
-                raise NotFound(f"no user {name!r}")
-        logger.info("directory: changed password of user %r", name)
+
+    def _named_user(self, name: str) -> User:
+        user = self.user_by_name(name)
+        if user is None:
+            raise NotFound(f"no user {name!r}")
+        return user
+
+    # Name-based forms (the CLI and tests use them). Each looks the name up and calls the
+    # id-based method; the lookup sits outside that method's transaction, so a user
+    # removed in between surfaces as NotFound by id.
+
+    def set_password(self, name: str, password: str) -> None:
+        self.set_user_password(self._named_user(name).id, password)
 
     def set_role(self, name: str, role: Role | str) -> None:
-        role = _role(role)
-        with self._write() as db:
-            cursor = db.execute("UPDATE users SET role = ? WHERE name = ?", (role.value, name.strip()))
-            if cursor.rowcount == 0:
-                raise NotFound(f"no user {name!r}")
-        logger.info("directory: user %r is now %s", name, role.value)
+        self.set_user_role(self._named_user(name).id, role)
 
-    def remove_user(self, name: str) -> None:
-        """Remove a user and, with it, all of its memberships."""
-        with self._write() as db:
-            cursor = db.execute("DELETE FROM users WHERE name = ?", (name.strip(),))
-            if cursor.rowcount == 0:
-                raise NotFound(f"no user {name!r}")
-        logger.info("directory: removed user %r", name)
+    def remove_user(self, name: str, *, allow_last_admin: bool = False) -> None:
+        """Remove a user and, with it, all of its memberships (see `delete_user`)."""
+        self.delete_user(self._named_user(name).id, allow_last_admin=allow_last_admin)
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when name and password match, else None; runs scrypt either way.
@@ -353,102 +264,68 @@ class Directory:
         lookup is quick; the caller runs `verify_password` where blocking is harmless.
         """
         if not isinstance(name, str):
-            return None, _dummy_hash()
+            return None, dummy_hash()
         row = self._conn.execute(
             "SELECT id, name, role, password_hash FROM users WHERE name = ?", (name.strip(),)
         ).fetchone()
         if row is None:
-            return None, _dummy_hash()
+            return None, dummy_hash()
         return User(row[0], row[1], Role(row[2])), row[3]
 
     def get_user(self, user_id: int) -> User | None:
         row = self._conn.execute(
             "SELECT id, name, role FROM users WHERE id = ?", (user_id,)
         ).fetchone()
-        return _user(row)
+        return user_from_row(row)
 
     def user_by_name(self, name: str) -> User | None:
         row = self._conn.execute(
             "SELECT id, name, role FROM users WHERE name = ?", (name.strip(),)
         ).fetchone()
-        return _user(row)
+        return user_from_row(row)
 
     def list_users(self) -> list[User]:
         rows = self._conn.execute("SELECT id, name, role FROM users ORDER BY name, id")
-        return [_user(row) for row in rows]
-
-    # -- channels -------------------------------------------------------------------
-
-    def add_channel(self, name: str, team: str | None = None, event: str | None = None) -> Channel:
-        name = normalize_name(name, "channel name")
-        team = _optional_name(team, "team name")
-        event = _optional_name(event, "event name")
-        try:
-            with self._write() as db:
-                cursor = db.execute(
-                    "INSERT INTO channels(name, team, event) VALUES (?, ?, ?)", (name, team, event)
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"channel {name!r} exists already") from None
-        logger.info("directory: added channel %r (team %r, event %r)", name, team, event)
-        return Channel(cursor.lastrowid, name, team, event)
-
-    def remove_channel(self, name: str) -> None:
-        """Remove a channel and all of its memberships."""
-        with self._write() as db:
-            cursor = db.execute("DELETE FROM channels WHERE name = ?", (name.strip(),))
-            if cursor.rowcount == 0:
-                raise NotFound(f"no channel {name!r}")
-        logger.info("directory: removed channel %r", name)
-
-    def get_channel(self, channel_id: int) -> Channel | None:
-        row = self._conn.execute(
-            "SELECT id, name, team, event FROM channels WHERE id = ?", (channel_id,)
-        ).fetchone()
-        return _channel(row)
-
-    def channel_by_name(self, name: str) -> Channel | None:
-        row = self._conn.execute(
-            "SELECT id, name, team, event FROM channels WHERE name = ?", (name.strip(),)
-        ).fetchone()
-        return _channel(row)
-
-    def list_channels(self) -> list[Channel]:
-        rows = self._conn.execute(
-            "SELECT id, name, team, event FROM channels ORDER BY name, id"
-        )
-        return [_channel(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     # -- memberships ----------------------------------------------------------------
 
-    def add_member(self, user_name: str, channel_name: str) -> None:
+    def add_membership(self, user_id: int, channel_id: int) -> None:
         """Make a user a member of a channel; adding an existing member is a no-op."""
         with self._write() as db:
-            user_id, channel_id = self._ids(db, user_name, channel_name)
+            user, channel = self._user(user_id), self._channel(channel_id)
             db.execute(
                 "INSERT OR IGNORE INTO members(user_id, channel_id) VALUES (?, ?)",
                 (user_id, channel_id),
             )
-        logger.info("directory: user %r is a member of channel %r", user_name, channel_name)
+        logger.info("directory: user %r is a member of channel %r", user.name, channel.name)
 
-    def remove_member(self, user_name: str, channel_name: str) -> None:
+    def remove_membership(self, user_id: int, channel_id: int) -> None:
         with self._write() as db:
-            user_id, channel_id = self._ids(db, user_name, channel_name)
+            user, channel = self._user(user_id), self._channel(channel_id)
             cursor = db.execute(
                 "DELETE FROM members WHERE user_id = ? AND channel_id = ?", (user_id, channel_id)
             )
             if cursor.rowcount == 0:
-                raise NotFound(f"user {user_name!r} is not a member of channel {channel_name!r}")
-        logger.info("directory: user %r left channel %r", user_name, channel_name)
+                raise NotFound(f"user {user.name!r} is not a member of channel {channel.name!r}")
+        logger.info("directory: user %r left channel %r", user.name, channel.name)
+
+    def add_member(self, user_name: str, channel_name: str) -> None:
+        """Name-based `add_membership`."""
+        self.add_membership(*self._ids(user_name, channel_name))
+
+    def remove_member(self, user_name: str, channel_name: str) -> None:
+        """Name-based `remove_membership`."""
+        self.remove_membership(*self._ids(user_name, channel_name))
 
     def channels_of(self, user_id: int) -> list[Channel]:
         """The channels a user is a member of, ordered by name."""
         rows = self._conn.execute(
-            "SELECT c.id, c.name, c.team, c.event FROM channels c"
-            " JOIN members m ON m.channel_id = c.id WHERE m.user_id = ? ORDER BY c.name, c.id",
+            CHANNEL_SELECT + " JOIN members m ON m.channel_id = c.id WHERE m.user_id = ?"
+            " ORDER BY c.name, c.id",
             (user_id,),
         )
-        return [_channel(row) for row in rows]
+        return [channel_from_row(row) for row in rows]
 
     def is_member(self, user_id: int, channel_id: int) -> bool:
         row = self._conn.execute(
@@ -463,24 +340,11 @@ class Directory:
             " JOIN members m ON m.user_id = u.id WHERE m.channel_id = ? ORDER BY u.name, u.id",
             (channel_id,),
         )
-        return [_user(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
-    @staticmethod
-    def _ids(db: sqlite3.Connection, user_name: str, channel_name: str) -> tuple[int, int]:
-        user = db.execute("SELECT id FROM users WHERE name = ?", (user_name.strip(),)).fetchone()
-        if user is None:
-            raise NotFound(f"no user {user_name!r}")
-        channel = db.execute(
-            "SELECT id FROM channels WHERE name = ?", (channel_name.strip(),)
-        ).fetchone()
+    def _ids(self, user_name: str, channel_name: str) -> tuple[int, int]:
+        user = self._named_user(user_name)
+        channel = self.channel_by_name(channel_name)
         if channel is None:
             raise NotFound(f"no channel {channel_name!r}")
-        return user[0], channel[0]
-
-
-def _user(row: tuple | None) -> User | None:
-    return None if row is None else User(row[0], row[1], Role(row[2]))
-
-
-def _channel(row: tuple | None) -> Channel | None:
-    return None if row is None else Channel(row[0], row[1], row[2], row[3])
+        return user.id, channel.id

@@ -132,7 +132,7 @@ def _undo(directory: Directory, admin_name: str | None, channels: list[str]) -> 
         for name in channels:
             directory.remove_channel(name)
         if admin_name is not None:
-            directory.remove_user(admin_name)
+            directory.remove_user(admin_name, allow_last_admin=True)
     except Exception as exc:  # noqa: BLE001 - best effort
         logger.error("site: could not undo a half-made setup: %s", exc)
 

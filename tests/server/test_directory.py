@@ -14,6 +14,8 @@ from server.directory import (
     InvalidName,
     InvalidPassword,
     InvalidRole,
+    InvalidSetting,
+    LastAdmin,
     NotFound,
     Role,
     User,
@@ -90,6 +92,65 @@ def test_user_errors(directory):
     assert [u.name for u in directory.list_users()] == ["bob"]
 
 
+def test_users_by_id(directory):
+    root = directory.create_user("root", Role.ADMIN, "pw")
+    bob = directory.create_user("bob", "general", "pw")
+    assert directory.rename_user(bob.id, " Robert ") == User(bob.id, "Robert", Role.GENERAL)
+    assert directory.user_by_name("robert").id == bob.id and directory.user_by_name("bob") is None
+    assert directory.rename_user(bob.id, "ROBERT").name == "ROBERT"  # a change of case only
+    with pytest.raises(AlreadyExists, match="user 'Root' exists already"):
+        directory.rename_user(bob.id, "Root")
+    with pytest.raises(InvalidName, match="user name"):
+        directory.rename_user(bob.id, "a\tb")
+
+    assert directory.set_user_role(bob.id, "dispatch") == User(bob.id, "ROBERT", Role.DISPATCH)
+    with pytest.raises(InvalidRole, match="'boss'"):
+        directory.set_user_role(bob.id, "boss")
+    directory.set_user_password(bob.id, "new pw")
+    assert directory.authenticate("robert", "new pw") is not None
+    with pytest.raises(InvalidPassword):
+        directory.set_user_password(bob.id, "")
+
+    for call in (
+        lambda: directory.rename_user(99, "x"),
+        lambda: directory.set_user_role(99, Role.ADMIN),
+        lambda: directory.set_user_password(99, "pw"),
+        lambda: directory.delete_user(99),
+    ):
+        with pytest.raises(NotFound, match="no user 99"):
+            call()
+    directory.delete_user(bob.id)
+    assert directory.list_users() == [root]
+
+
+def test_last_admin_is_kept(directory):
+    root = directory.add_user("root", Role.ADMIN, "pw")
+    gus = directory.add_user("gus", Role.GENERAL, "pw")
+    assert directory.count_admins() == 1
+    before = directory.revision()
+    for call in (
+        lambda: directory.delete_user(root.id),
+        lambda: directory.remove_user("root"),
+        lambda: directory.set_user_role(root.id, Role.DISPATCH),
+        lambda: directory.set_role("root", Role.GENERAL),
+    ):
+        with pytest.raises(LastAdmin, match="'root' is the last admin"):
+            call()
+    assert directory.get_user(root.id) == root and directory.revision() == before
+    assert directory.set_user_role(root.id, Role.ADMIN) == root  # admin to admin is no demotion
+    directory.delete_user(gus.id)  # other users go freely
+
+    second = directory.add_user("second", Role.ADMIN, "pw")
+    assert directory.count_admins() == 2
+    directory.set_user_role(root.id, Role.GENERAL)  # one admin is left
+    with pytest.raises(LastAdmin):
+        directory.delete_user(second.id)
+    # Undoing a half-made first-run setup may remove the only admin on purpose.
+    directory.remove_user("second", allow_last_admin=True)
+    assert directory.count_admins() == 0
+    assert issubclass(LastAdmin, DirectoryError)
+
+
 @pytest.mark.parametrize(
     "name", ["", "   ", "x" * 65, "bo\nb", "a\tb", "nul\x00", "del\x7f", "l\u2028s"]
 )
@@ -138,10 +199,15 @@ def test_password_hash_format(directory):
 
 def test_channel_round_trip(directory):
     north = directory.add_channel("North", team="Fire", event="Parade")
-    assert north == Channel(north.id, "North", "Fire", "Parade")
-    assert north.to_wire() == {"id": north.id, "name": "North", "team": "Fire", "event": "Parade"}
+    parade = directory.event_by_name("Parade")
+    fire = directory.team_by_name(parade.id, "Fire")
+    assert north == Channel(north.id, "North", "Fire", "Parade", fire.id, parade.id)
+    assert north.to_wire() == {
+        "id": north.id, "name": "North", "team": "Fire", "event": "Parade",
+        "team_id": fire.id, "event_id": parade.id,
+    }
     bare = directory.add_channel("Alpha")
-    assert bare.team is None and bare.event is None
+    assert bare == Channel(bare.id, "Alpha", None, None, None, None)
     assert directory.get_channel(north.id) == north
     assert directory.channel_by_name("north") == north
     assert directory.list_channels() == [bare, north]
@@ -151,6 +217,24 @@ def test_channel_round_trip(directory):
     assert directory.get_channel(north.id) is None
     with pytest.raises(NotFound, match="no channel 'North'"):
         directory.remove_channel("North")
+
+
+def test_add_channel_reuses_event_and_team_rows_by_name(directory):
+    a = directory.add_channel("A", team="Fire", event="Parade")
+    b = directory.add_channel("B", team="fire", event="PARADE")  # same rows, any case
+    c = directory.add_channel("C", team="Fire")  # a site-wide team of the same name
+    d = directory.add_channel("D", event="Parade")
+    assert (b.team, b.event) == ("Fire", "Parade")  # the rows' spelling
+    assert (b.team_id, b.event_id) == (a.team_id, a.event_id)
+    assert c.event_id is None and c.team_id not in (None, a.team_id)
+    assert d.event_id == a.event_id and d.team_id is None
+    assert [e.name for e in directory.list_events()] == ["Parade"]
+    assert [t.id for t in directory.list_teams(a.event_id)] == [a.team_id]
+    assert [t.id for t in directory.list_teams(None)] == [c.team_id]
+    # A duplicate channel name takes back the rows its attempt created.
+    with pytest.raises(AlreadyExists):
+        directory.add_channel("a", team="Police", event="Marathon")
+    assert directory.event_by_name("Marathon") is None
 
 
 def test_memberships(directory):
@@ -186,6 +270,70 @@ def test_memberships(directory):
     assert directory.members_of(zulu.id) == []
 
 
+def test_memberships_by_id(directory):
+    bob = directory.add_user("bob", Role.GENERAL, "pw")
+    north = directory.add_channel("North")
+    directory.add_membership(bob.id, north.id)
+    directory.add_membership(bob.id, north.id)  # idempotent
+    assert directory.members_of(north.id) == [bob]
+    with pytest.raises(NotFound, match="no user 99"):
+        directory.add_membership(99, north.id)
+    with pytest.raises(NotFound, match="no channel 99"):
+        directory.add_membership(bob.id, 99)
+    directory.remove_membership(bob.id, north.id)
+    assert not directory.is_member(bob.id, north.id)
+    with pytest.raises(NotFound, match="'bob' is not a member of channel 'North'"):
+        directory.remove_membership(bob.id, north.id)
+    with pytest.raises(NotFound, match="no channel 99"):
+        directory.remove_membership(bob.id, 99)
+
+
+def test_settings(directory):
+    assert directory.get_settings() == {"site_name": "vpdesk", "max_talk_ms": None}
+    before = directory.revision()
+    assert directory.update_settings(site_name=" Fair HQ ", max_talk_ms=30_000) == {
+        "site_name": "Fair HQ", "max_talk_ms": 30_000}
+    assert directory.revision() > before
+    assert directory.update_settings(max_talk_ms=5_000)["max_talk_ms"] == 5_000
+    assert directory.update_settings(max_talk_ms=600_000)["max_talk_ms"] == 600_000
+    assert directory.update_settings() == directory.get_settings()
+    assert directory.update_settings(max_talk_ms=None) == {
+        "site_name": "Fair HQ", "max_talk_ms": None}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"colour": "red"}, "unknown setting 'colour'"),
+    ({"site_name": ""}, "empty"),
+    ({"site_name": "x" * 65}, "longer"),
+    ({"site_name": None}, "must be a string"),
+    ({"site_name": 7}, "must be a string"),
+    ({"max_talk_ms": 4_999}, "outside 5000..600000"),
+    ({"max_talk_ms": 600_001}, "outside"),
+    ({"max_talk_ms": True}, "integer"),
+    ({"max_talk_ms": 30_000.0}, "integer"),
+    ({"max_talk_ms": "30000"}, "integer"),
+    ({"max_talk_ms": 10_000, "site_name": "a\nb"}, "control characters"),  # all or nothing
+])
+def test_bad_settings_change_nothing(directory, values, message):
+    directory.update_settings(site_name="Site")
+    before = directory.revision()
+    with pytest.raises(InvalidSetting, match=message):
+        directory.update_settings(**values)
+    assert directory.get_settings() == {"site_name": "Site", "max_talk_ms": None}
+    assert directory.revision() == before
+
+
+def test_settings_survive_reopening_and_ignore_bad_rows(tmp_path):
+    with Directory.open(tmp_path) as d:
+        d.update_settings(site_name="Fair", max_talk_ms=20_000)
+    with Directory.open(tmp_path) as d:
+        assert d.get_settings() == {"site_name": "Fair", "max_talk_ms": 20_000}
+        # A row edited by hand into nonsense reads as the default instead of failing.
+        d._conn.execute("UPDATE settings SET value = '\"soon\"' WHERE key = 'max_talk_ms'")
+        d._conn.execute("INSERT INTO settings VALUES ('obsolete', '1')")
+        assert d.get_settings() == {"site_name": "Fair", "max_talk_ms": None}
+
+
 def test_revision_increases_on_every_write(directory):
     seen = [directory.revision()]
 
@@ -193,6 +341,7 @@ def test_revision_increases_on_every_write(directory):
         seen.append(directory.revision())
         assert seen[-1] > seen[-2]
 
+    directory.add_user("root", Role.ADMIN, "pw"); wrote()
     directory.add_user("bob", Role.GENERAL, "pw"); wrote()
     directory.set_password("bob", "pw2"); wrote()
     directory.set_role("bob", Role.ADMIN); wrote()
