@@ -154,14 +154,13 @@ class Runner:
         args = self.args
         loop = asyncio.get_running_loop()
         if args.embedded is not None:
-            from server.app import TOKENS
+            from server.logins import local_token_source
             from vpdesk.embedded import local_url, start_embedded
 
             self.server = await start_embedded(args.embedded, args.listen)
             user = self.server.directory.user_by_name(args.user)
-            tokens = self.server.app[TOKENS]
             credentials = Credentials(local_url(self.server), user.name,
-                                      token_source=lambda: tokens.issue(user)[0])
+                                      token_source=local_token_source(self.server.app, user))
         else:
             credentials = Credentials(args.url, args.user, PASSWORD)
         self.speaker = Speaker(None)

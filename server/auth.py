@@ -1,5 +1,10 @@
 """Access tokens: HS256 JWTs that `POST /api/login` issues and `hello` presents.
 
+A token is short-lived (`token_ttl_s`, 15 min) and names the login it belongs to (claim
+`sid`, a row in server.logins): logging out or changing the password revokes the login,
+and with it every token issued for it, at once. Clients get new tokens with the login's
+refresh token (`POST /api/refresh`).
+
 The signing secret lives in the data folder so that tokens survive a restart; several
 nodes of one site share it by sharing that file.
 """
@@ -12,6 +17,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
@@ -25,14 +31,24 @@ SECRET_BYTES = 32
 SECRET_FILENAME = "token.key"
 # Tolerated clock difference between nodes for `iat`.
 IAT_LEEWAY_S = 60
+# A login id is `secrets.token_urlsafe(18)` (24 characters); anything far longer is junk.
+MAX_LOGIN_ID_LENGTH = 64
 
 
 class TokenError(Exception):
-    """A token was refused; `reason` is "expired" or "invalid"."""
+    """A token was refused; `reason` is "expired", "invalid" or "revoked"."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"token {reason}" + (f": {detail}" if detail else ""))
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a valid access token says: whose it is and which login issued it."""
+
+    user_id: int
+    login_id: str
 
 
 class TokenIssuer:
@@ -53,12 +69,19 @@ class TokenIssuer:
         self._ttl_s = ttl_s
         self._clock = clock
 
-    def issue(self, user: User) -> tuple[str, float]:
-        """A token for `user` and its expiry time (unix seconds)."""
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    def issue(self, user: User, login_id: str) -> tuple[str, float]:
+        """A token for `user` under login `login_id`, and its expiry time (unix seconds)."""
+        if not isinstance(login_id, str) or not 0 < len(login_id) <= MAX_LOGIN_ID_LENGTH:
+            raise ValueError(f"login id {login_id!r} is not a login id")
         now = int(self._clock())
         expires_at = now + self._ttl_s
         claims = {
             "sub": str(user.id),
+            "sid": login_id,
             "name": user.name,
             "role": user.role.value,
             "iat": now,
@@ -68,10 +91,15 @@ class TokenIssuer:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), float(expires_at)
 
     def verify(self, token: object) -> int:
-        """The user id a valid token names; TokenError("expired" | "invalid") otherwise.
+        """The user id a valid token names (see `verify_claims`)."""
+        return self.verify_claims(token).user_id
 
-        The caller still checks that the user exists: a removed user's token stays
-        well-formed until it expires.
+    def verify_claims(self, token: object) -> AccessClaims:
+        """The claims of a valid token; TokenError("expired" | "invalid") otherwise.
+
+        Signature, algorithm and times only: the caller still checks that the login is
+        active (server.logins) and that the user exists, since a revoked login's or a
+        removed user's token stays well-formed until it expires.
         """
         if not isinstance(token, str):
             raise TokenError("invalid", f"not a string but {type(token).__name__}")
@@ -84,7 +112,7 @@ class TokenIssuer:
                 self._secret,
                 algorithms=[ALGORITHM],
                 options={
-                    "require": ["sub", "iat", "exp"],
+                    "require": ["sub", "sid", "iat", "exp"],
                     "verify_exp": False,
                     "verify_iat": False,
                     "verify_nbf": False,
@@ -93,7 +121,7 @@ class TokenIssuer:
         except jwt.InvalidTokenError as exc:
             raise TokenError("invalid", str(exc)) from None
         now = self._clock()
-        exp, iat, sub = claims["exp"], claims["iat"], claims["sub"]
+        exp, iat, sub, sid = claims["exp"], claims["iat"], claims["sub"], claims["sid"]
         if not _is_number(exp) or not _is_number(iat):
             raise TokenError("invalid", "exp or iat is not a number")
         if iat > now + IAT_LEEWAY_S:
@@ -102,7 +130,9 @@ class TokenIssuer:
             raise TokenError("expired")
         if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit():
             raise TokenError("invalid", f"subject {sub!r} is not a user id")
-        return int(sub)
+        if not isinstance(sid, str) or not 0 < len(sid) <= MAX_LOGIN_ID_LENGTH:
+            raise TokenError("invalid", "sid is not a login id")
+        return AccessClaims(user_id=int(sub), login_id=sid)
 
 
 def _is_number(value: object) -> bool:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ServerConfig
 from .directory import Directory, User
@@ -20,20 +20,38 @@ from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
 from .media.forwarder import ChannelFanout
 from .media.peer import ServerPeer
+from .protocol import CloseCode
 from .session import ClientSession, SessionState, new_session_id
 from .state.base import LiveStore
+
+if TYPE_CHECKING:
+    from .logins import LoginStore
 
 logger = logging.getLogger(__name__)
 
 RESUME_GRACE_S = 60.0
-DIRECTORY_POLL_S = 1.0
+# The poll is one SELECT of the directory's revision (and SQLite's data_version of the
+# logins file); a change made by the CLI (a membership, a password that revoked logins)
+# acts on live sessions within this.
+DIRECTORY_POLL_S = 0.25
+# A WebSocket close reason is at most 123 bytes (RFC 6455 5.5).
+MAX_CLOSE_REASON_BYTES = 123
 
 
 class Hub:
-    def __init__(self, config: ServerConfig, directory: Directory, store: LiveStore) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        directory: Directory,
+        store: LiveStore,
+        *,
+        logins: "LoginStore | None" = None,
+    ) -> None:
         self.config = config
         self.directory = directory
         self.store = store
+        # Where sessions' logins are checked; None (unit tests) leaves logins unchecked.
+        self.logins = logins
         self.floor = FloorController(
             store,
             lease_ms=config.floor_lease_ms,
@@ -82,8 +100,13 @@ class Hub:
 
     # --- sessions ------------------------------------------------------------------
 
-    def open_session(self, user: User, client: dict[str, Any], resume: str | None) -> tuple[ClientSession, bool]:
-        """A fresh session, or the user's detached one when `resume` names it."""
+    def open_session(
+        self, user: User, client: dict[str, Any], resume: str | None, login_id: str | None = None
+    ) -> tuple[ClientSession, bool]:
+        """A fresh session, or the user's detached one when `resume` names it.
+
+        `login_id` is the login of the token that said hello (ended with it).
+        """
         previous = self.sessions.get(resume) if resume else None
         if (
             previous is not None
@@ -92,10 +115,11 @@ class Hub:
         ):
             previous.user = user
             previous.client = client
+            previous.login_id = login_id
             self._refresh_channels(previous, notify=False)
             previous.log.info("resumed by %s", user.name)
             return previous, True
-        session = ClientSession(new_session_id(), user, client)
+        session = ClientSession(new_session_id(), user, client, login_id=login_id)
         self.sessions[session.id] = session
         self._refresh_channels(session, notify=False)
         session.log.info("opened for user %s (%s)", user.name, user.role.value)
@@ -123,6 +147,35 @@ class Hub:
             members.discard(session)
         self.sessions.pop(session.id, None)
         session.log.info("closed")
+
+    async def end_sessions(
+        self, *, user_id: int | None = None, login_id: str | None = None, reason: str
+    ) -> int:
+        """Close the sessions of a user and/or a login for good (no resume): logout, a
+        changed password, a deleted user. Their WebSockets close with 4001 and `reason`.
+        Returns how many sessions ended."""
+        if user_id is None and login_id is None:
+            raise ValueError("end_sessions needs a user_id or a login_id")
+        ending = [
+            s for s in self.sessions.values()
+            if s.state is not SessionState.CLOSED
+            and (user_id is None or s.user.id == user_id)
+            and (login_id is None or s.login_id == login_id)
+        ]
+        await self._end(ending, reason)
+        return len(ending)
+
+    async def _end(self, sessions: list[ClientSession], reason: str) -> None:
+        message = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
+        links = []
+        for session in sessions:
+            session.log.info("ending: %s", reason)
+            link = session.link
+            # Closed first, so that the WebSocket's own teardown finds nothing to detach.
+            await self.close_session(session)
+            if link is not None:
+                links.append(link.close(code=CloseCode.UNAUTHORIZED, message=message))
+        await asyncio.gather(*links, return_exceptions=True)
 
     async def _close_media(self, session: ClientSession) -> None:
         peer, session.peer = session.peer, None
@@ -255,23 +308,43 @@ class Hub:
         return lost
 
     async def apply_directory_changes(self) -> None:
-        """Act on membership, channel and user changes made since the last look."""
+        """Act on membership, channel, user and login changes made since the last look."""
+        # Logins revoked by another process (`vpserver user passwd`), whichever of its two
+        # files that process wrote first.
+        if self.logins is not None and self.logins.changed_by_others():
+            await self._end_revoked_logins()
         revision = self.directory.revision()
         if revision == self._revision:
             return
         self._revision = revision
+        await self._end_revoked_logins()
         for session in list(self.sessions.values()):
             if session.state is SessionState.CLOSED:
                 continue
             user = self.directory.get_user(session.user.id)
             if user is None:
-                session.log.info("user deleted; closing")
-                await self.close_session(session)
+                await self._end([session], "user no longer exists")
                 continue
             session.user = user
             lost = self._refresh_channels(session, notify=True)
             for channel_id in lost:
                 await self.remove_from_channel(session, channel_id)
+
+    async def _end_revoked_logins(self) -> None:
+        """End sessions whose login was revoked elsewhere (the CLI changed a password)."""
+        if self.logins is None:
+            return
+        live = [s for s in self.sessions.values() if s.login_id is not None and s.state is not SessionState.CLOSED]
+        if not live:
+            return
+        active = self.logins.active_among(s.login_id for s in live)
+        revoked = [s for s in live if s.login_id not in active]
+        if revoked:
+            await self._end(revoked, "login ended")
+
+    def login_active(self, login_id: str) -> bool:
+        """Whether a token's login may still be used (always, without a login store)."""
+        return self.logins is None or self.logins.is_active(login_id)
 
     async def remove_from_channel(self, session: ClientSession, channel_id: int) -> None:
         if channel_id in self.floor.held_by(session.id):

@@ -11,8 +11,8 @@ import asyncio
 import enum
 import logging
 import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from .directory import Channel, User
 from .media.peer import ServerPeer
@@ -21,6 +21,12 @@ from .protocol import encode
 logger = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1024  # messages queued for a client that stopped reading
+
+
+class Link(Protocol):
+    """The session's WebSocket, as far as the hub needs it (aiohttp's WebSocketResponse)."""
+
+    def close(self, *, code: int, message: bytes) -> Awaitable[Any]: ...
 
 
 class SessionState(enum.Enum):
@@ -43,10 +49,15 @@ def new_session_id() -> str:
 class ClientSession:
     """A logged-in client. `send` queues a message; a writer task delivers them in order."""
 
-    def __init__(self, session_id: str, user: User, client: dict[str, Any]) -> None:
+    def __init__(
+        self, session_id: str, user: User, client: dict[str, Any], *, login_id: str | None = None
+    ) -> None:
         self.id = session_id
         self.user = user
         self.client = client
+        # The login whose token said hello: logout or a password change ends the session.
+        self.login_id = login_id
+        self.link: Link | None = None  # the attached WebSocket, to close it from the hub
         self.state = SessionState.ACTIVE
         self.log = SessionLog(logger, {"session": session_id})
         self.channels: dict[int, Channel] = {}
@@ -61,8 +72,9 @@ class ClientSession:
 
     # --- outgoing messages ---------------------------------------------------------
 
-    def attach(self, send_text: Callable[[str], Any]) -> None:
+    def attach(self, send_text: Callable[[str], Any], link: Link | None = None) -> None:
         """Start delivering queued messages through `send_text` (a coroutine function)."""
+        self.link = link
         self.state = SessionState.ACTIVE
         self.detached_at = None
         self._outbox = asyncio.Queue(maxsize=OUTBOX_LIMIT)
@@ -90,6 +102,7 @@ class ClientSession:
 
     async def stop_writer(self, flush: bool = True) -> None:
         """Stop the writer task; with `flush`, after what is queued has been sent."""
+        self.link = None  # the link goes with its writer
         writer, self._writer = self._writer, None
         if writer is None:
             return

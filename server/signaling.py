@@ -2,12 +2,17 @@
 
 Each handler checks its preconditions first and raises ProtocolError for a request the
 server refuses; the dispatcher turns that into an `ok: false` reply and the connection goes
-on. Only a failed `hello` (or its absence) closes the socket. Runs on the server's loop.
+on. Only a failed `hello` (or its absence) closes the socket, or sustained abuse: each
+connection has a token bucket (`signaling_rate_per_s`, `signaling_burst`); a request over
+it is answered `rate_limited` unprocessed, and more than `signaling_abuse_limit` such
+refusals within `signaling_abuse_window_s` close the socket with 4008. Runs on the
+server's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .auth import TokenError, TokenIssuer
-from .hub import Hub
+from .hub import MAX_CLOSE_REASON_BYTES, Hub
 from .media.peer import BadOffer, MediaNotReady, NoFreeSlot
 from .protocol import (
     CloseCode,
@@ -27,7 +32,9 @@ from .protocol import (
     error_response,
     ok_response,
     parse_request,
+    readable_id,
 )
+from .ratelimit import FailureLimiter, TokenBucket
 from .session import ClientSession
 from .turn import ice_servers_for
 
@@ -50,6 +57,18 @@ class Connection:
         self.peer_name = peer_name
         self.session: ClientSession | None = None
         self.close_code: int | None = None
+        self.close_reason = b""
+        config = hub.config
+        self.bucket = TokenBucket(config.signaling_rate_per_s, config.signaling_burst)
+        # "More than the limit within the window": the limit + 1st refusal closes.
+        self.refusals = FailureLimiter(
+            config.signaling_abuse_limit + 1, config.signaling_abuse_window_s, max_keys=1
+        )
+
+    def close_with(self, code: CloseCode, reason: str) -> None:
+        """Close the socket once the current reply is out."""
+        self.close_code = code
+        self.close_reason = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
 
     async def reply(self, message: dict[str, Any]) -> None:
         """Before hello there is no session outbox: write directly."""
@@ -81,23 +100,23 @@ async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.CONFLICT, "hello was already sent on this connection")
     token = request.body.get("token")
     try:
-        user_id = conn.tokens.verify(token)
+        claims = conn.tokens.verify_claims(token)
     except TokenError as exc:
-        conn.close_code = CloseCode.UNAUTHORIZED
-        raise ProtocolError(ErrorCode.UNAUTHORIZED, f"token {exc.reason}") from None
-    user = conn.hub.directory.get_user(user_id)
+        raise refuse_hello(conn, f"token {exc.reason}") from None
+    if not conn.hub.login_active(claims.login_id):
+        raise refuse_hello(conn, "token revoked")
+    user = conn.hub.directory.get_user(claims.user_id)
     if user is None:
-        conn.close_code = CloseCode.UNAUTHORIZED
-        raise ProtocolError(ErrorCode.UNAUTHORIZED, "user no longer exists")
+        raise refuse_hello(conn, "user no longer exists")
     client = request.body.get("client")
     if client is not None and not isinstance(client, dict):
         raise bad_request("'client' must be an object")
     resume = request.body.get("resume")
     if resume is not None and not isinstance(resume, str):
         raise bad_request("'resume' must be a session id or null")
-    session, resumed = conn.hub.open_session(user, client or {}, resume)
+    session, resumed = conn.hub.open_session(user, client or {}, resume, claims.login_id)
     conn.session = session
-    session.attach(conn.ws.send_str)
+    session.attach(conn.ws.send_str, conn.ws)
     session.log.info("hello from %s (%s)", conn.peer_name, (client or {}).get("name", "?"))
     config = conn.hub.config
     return {
@@ -117,6 +136,11 @@ async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
             {"channel": cid, "muted": cid in session.muted} for cid in sorted(session.joined)
         ],
     }
+
+
+def refuse_hello(conn: Connection, message: str) -> ProtocolError:
+    conn.close_with(CloseCode.UNAUTHORIZED, "unauthorized")
+    return ProtocolError(ErrorCode.UNAUTHORIZED, message)
 
 
 async def handle_offer(conn: Connection, request: Request) -> dict[str, Any]:
@@ -267,12 +291,39 @@ async def _serve(conn: Connection, hello_timeout_s: float) -> None:
             msg = await ws.receive(timeout=timeout)
         except asyncio.TimeoutError:
             continue
-        if msg.type == WSMsgType.TEXT:
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not conn.bucket.take():
+            await refuse_over_rate(conn, msg.data if msg.type == WSMsgType.TEXT else None)
+        elif msg.type == WSMsgType.TEXT:
             await dispatch(conn, msg.data)
-            if conn.close_code is not None:
-                await ws.close(code=conn.close_code, message=b"unauthorized")
-                return
         elif msg.type == WSMsgType.BINARY:
             await conn.reply(error_response(None, ErrorCode.BAD_REQUEST, "binary frames are not accepted"))
         elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
+        if conn.close_code is not None:
+            await ws.close(code=conn.close_code, message=conn.close_reason)
+            return
+
+
+async def refuse_over_rate(conn: Connection, text: str | None) -> None:
+    """A frame over the connection's bucket: `rate_limited`, not processed; sustained
+    abuse closes the socket (4008)."""
+    conn.refusals.failed(None)
+    if conn.refusals.retry_after(None) > 0:
+        who = conn.session.id if conn.session else conn.peer_name
+        logger.warning("signaling: closing %s: more than %d requests over the rate within %.0f s",
+                       who, conn.refusals.max_failures - 1, conn.refusals.window_s)
+        conn.close_with(CloseCode.RATE_LIMITED, "rate limited")
+    wait = conn.bucket.retry_after()
+    await conn.reply(error_response(
+        request_id_of(conn, text), ErrorCode.RATE_LIMITED, f"too many requests; retry in {wait:.2f} s"
+    ))
+
+
+def request_id_of(conn: Connection, text: str | None) -> int | None:
+    """The id of a refused frame, so the client can match the refusal (None if unreadable)."""
+    if text is None or len(text) > conn.hub.config.max_frame_bytes:
+        return None
+    try:
+        return readable_id(json.loads(text))
+    except (ValueError, RecursionError):
+        return None

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from aiortc.mediastreams import AudioStreamTrack
 
+from server.app_keys import LOGINS
 from server.auth import TokenIssuer, load_or_create_secret
 from server.directory import Role
 from server.media import aiortc_hooks
@@ -86,7 +87,10 @@ async def wait_event(sig: SignalingClient, start: int, kind: str, channel: int) 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def site(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("site")
-    site = await harness.start_site(data_dir, users=6, max_receive_slots=MAX_SLOTS, max_talk_ms=600_000)
+    # A burst above the default: some cases here send a few hundred frames in a row, and
+    # signaling rate limits are tested in test_signaling_rate.py.
+    site = await harness.start_site(data_dir, users=6, max_receive_slots=MAX_SLOTS, max_talk_ms=600_000,
+                                    signaling_burst=10_000)
     try:
         yield site
     finally:
@@ -406,7 +410,9 @@ async def test_requests_before_hello_are_unauthorized_and_the_connection_stays(c
 
 def _issue(site: harness.Site, user: str, *, secret: bytes | None = None, clock=time.time) -> str:
     secret = secret if secret is not None else load_or_create_secret(site.data_dir)
-    return TokenIssuer(secret, 3600, clock=clock).issue(site.directory.user_by_name(user))[0]
+    account = site.directory.user_by_name(user)
+    login_id, _, _ = site.server.app[LOGINS].create(account, address=None, client="test", refresh_ttl_s=3600)
+    return TokenIssuer(secret, 3600, clock=clock).issue(account, login_id)[0]
 
 
 BAD_TOKENS = [
