@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .api.errors import api_errors, error_json
+from .access import Operation, check_role
+from .api.errors import api_errors
 from .api.guard import bearer_token, caller_of_token
 from .api.routes import add_api_routes
 from .api.token_routes import add_token_routes
@@ -18,7 +19,7 @@ from .app_keys import AUDIT, CONFIG, DIRECTORY, HUB, LOGINS, STORE, TOKENS
 from .audit import AuditLog
 from .auth import TokenIssuer, load_or_create_secret
 from .config import ServerConfig
-from .directory import Directory, Role
+from .directory import Directory
 from .hub import Hub
 from .logins import LoginStore
 from .signaling import websocket_handler
@@ -42,8 +43,7 @@ async def health(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     token = bearer_token(request) or request.query.get("token")
     user = caller_of_token(request.app, token).user  # ApiError(401): see api_errors
-    if user.role not in (Role.ADMIN, Role.DISPATCH):
-        return error_json(403, "forbidden", "stats need the admin or dispatch role")
+    check_role(user, Operation.STATS_READ)  # ApiError(403) for general users
     return web.json_response(request.app[HUB].stats())
 
 

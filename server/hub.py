@@ -55,7 +55,8 @@ class Hub:
         self.floor = FloorController(
             store,
             lease_ms=config.floor_lease_ms,
-            max_talk_ms=config.max_talk_ms,
+            # An admin's setting (PATCH /api/settings) outlives a restart.
+            max_talk_ms=directory.get_settings()["max_talk_ms"] or config.max_talk_ms,
             on_event=self._on_floor_event,
         )
         self.sessions: dict[str, ClientSession] = {}

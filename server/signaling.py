@@ -128,7 +128,7 @@ async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
         "limits": {
             "max_frame_bytes": config.max_frame_bytes,
             "max_receive_slots": config.max_receive_slots,
-            "max_talk_ms": config.max_talk_ms,
+            "max_talk_ms": conn.hub.floor.max_talk_ms,  # the admin setting, if any
             "floor_lease_ms": config.floor_lease_ms,
         },
         # Restored by resume; bound to receive slots after the next offer.

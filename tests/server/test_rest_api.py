@@ -12,7 +12,10 @@ import pytest
 
 from server.app_keys import HUB
 from server.auth import TokenIssuer, load_or_create_secret
+from server.config import ServerConfig
+from server.node import EmbeddedServer
 from tests.server.api_client import ApiClient, start_control_site
+from tests.server.harness import PttClient, start_site
 
 
 @pytest.fixture
@@ -340,3 +343,23 @@ async def test_audit_records_every_write_and_pages(site):
     assert [e["kind"] for e in only["entries"]] == ["member.add"] and only["next_before"] is None
     for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"before": "x"}):
         error_of(await admin.get("/api/audit", params=bad), 400, "bad_request")
+
+
+async def test_a_stored_max_talk_time_applies_after_a_restart(tmp_path):
+    site = await start_site(tmp_path, users=1, max_talk_ms=60_000)
+    try:
+        async with await ApiClient.login(site.url, "admin") as admin:
+            (await admin.patch("/api/settings", {"max_talk_ms": 15_000})).ok()
+    finally:
+        await site.server.stop()
+    # A new node on the same data folder: the floor and hello follow the stored setting.
+    server = await EmbeddedServer(
+        ServerConfig(data_dir=tmp_path, listen_port=0, ice_addresses=["127.0.0.1"], max_talk_ms=60_000)
+    ).start()
+    try:
+        assert server.app[HUB].floor.max_talk_ms == 15_000
+        client = await PttClient.connect(server.url, "u0", media=False)
+        assert client.hello["limits"]["max_talk_ms"] == 15_000
+        await client.close()
+    finally:
+        await server.stop()
