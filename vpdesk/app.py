@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Options:
     listen: str | None = None  # the embedded server's address, overrides the settings
     quit_after: float | None = None  # seconds after connecting (smoke tests, screenshots)
     screenshot: Path | None = None  # grab the window to this PNG just before quitting
+    # A standalone server's certificate (PEM) to trust instead of the system's CAs: for a
+    # server with a self-signed certificate. None: the system's CAs.
+    server_cert: Path | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -64,11 +68,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--server", metavar="URL", help="connect to a standalone server (default: run one inside the console)")
     parser.add_argument("--user", help="user name to log in with (standalone or embedded)")
     parser.add_argument("--data-dir", type=Path, help="the embedded server's data folder")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="the embedded server's address (default from settings: 127.0.0.1:8080)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="the embedded server's address (default from settings: 0.0.0.0:8443 with HTTPS and a self-signed certificate; a loopback address serves plain http)")
+    parser.add_argument("--server-cert", type=Path, metavar="PEM", help="trust only this certificate for --server (a standalone server with a self-signed certificate); default: the system's CAs")
     parser.add_argument("--quit-after", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--screenshot", type=Path, metavar="PNG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    return Options(args.server, args.user, args.data_dir, args.listen, args.quit_after, args.screenshot)
+    return Options(args.server, args.user, args.data_dir, args.listen, args.quit_after, args.screenshot,
+                   args.server_cert)
 
 
 def setup_logging() -> Path | None:
@@ -191,8 +197,15 @@ class Console:
     # --- where to connect ----------------------------------------------------------
 
     async def _embedded(self) -> Credentials | None:
-        from server.app import TOKENS
-        from vpdesk.embedded import SetupError, create_site, local_url, needs_setup, start_embedded
+        from server.logins import local_token_source
+        from vpdesk.embedded import (
+            SetupError,
+            create_site,
+            local_ssl_context,
+            local_url,
+            needs_setup,
+            start_embedded,
+        )
 
         data = self.options.data_dir or paths.embedded_data_dir()
         admin = None
@@ -214,7 +227,7 @@ class Console:
                 dispose(dialog)
         listen = self.options.listen or self.settings.embedded_listen
         self.server = await start_embedded(data, listen)
-        directory, tokens = self.server.directory, self.server.app[TOKENS]
+        directory = self.server.directory
         wanted = admin or self.options.user or self.settings.last_username
         user = directory.user_by_name(wanted) if wanted else None
         if user is None:
@@ -225,17 +238,23 @@ class Console:
         self.settings.last_server = None
         url = local_url(self.server)
         label = f"this console's server ({url.split('//', 1)[1]})"
-        return Credentials(url, user.name, token_source=lambda: tokens.issue(user)[0], label=label)
+        # The console trusts exactly the certificate its own server serves (pinned).
+        return Credentials(
+            url, user.name,
+            token_source=local_token_source(self.server.app, user),
+            label=label, ssl=local_ssl_context(self.server),
+        )
 
     async def _standalone(self) -> Credentials | None:
         url = self.options.server
+        server_ssl = self._server_ssl()
         dialog = LoginDialog(url, self.options.user or self.settings.last_username)
         try:
             while True:
                 if not await shown(dialog):
                     return None
                 url, user, password = dialog.values()
-                credentials = Credentials(url.rstrip("/"), user, password)
+                credentials = Credentials(url.rstrip("/"), user, password, ssl=server_ssl)
                 try:
                     await check_login(credentials)
                 except LoginRefused as exc:
@@ -249,6 +268,18 @@ class Console:
                 return credentials
         finally:
             dispose(dialog)
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        """The pinned context `--server-cert` asks for; None: the system's CAs."""
+        if self.options.server_cert is None:
+            return None
+        from server.config import ConfigError
+        from server.tls import pinned_client_context
+
+        try:
+            return pinned_client_context(self.options.server_cert)
+        except ConfigError as exc:
+            raise SystemExit(f"vpdesk: {exc}") from None
 
     # --- the window ----------------------------------------------------------------
 

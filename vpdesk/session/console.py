@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any, Protocol
 
 import aiohttp
@@ -45,6 +46,7 @@ from vpdesk.core.ptt import (
 )
 from vpdesk.media.peer import ClientPeer, PeerError
 from vpdesk.media.receive import ChannelReceiver, ReceiveRouter
+from vpdesk.session.admin_api import ApiRefused
 from vpdesk.session.signaling import (
     ConnectionClosed,
     RequestError,
@@ -52,6 +54,7 @@ from vpdesk.session.signaling import (
     SignalingError,
     login,
 )
+from vpdesk.session.tokens import TokenKeeper, TokenRefused
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +105,16 @@ class SpeakerLike(Protocol):
 class Credentials:
     """Who logs in where. `token_source` replaces the password login: the embedded
     server's own console mints its token locally (whoever can run the console on this
-    PC can read the server's data folder anyway)."""
+    PC can read the server's data folder anyway). `ssl`: the TLS context for an https
+    URL, for every request and the WebSocket (the embedded server's pinned certificate,
+    or `--server-cert`); None: the system's CAs."""
 
     url: str
     username: str
     password: str = ""
     token_source: Callable[[], str] | None = field(default=None, compare=False)
     label: str = ""  # how the status line names the server; the URL when empty
+    ssl: SSLContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def server_label(self) -> str:
@@ -134,7 +140,10 @@ async def check_login(credentials: Credentials, timeout: float = 10.0) -> dict:
     OSError / aiohttp.ClientError / TimeoutError when the server cannot be reached.
     """
     try:
-        return await login(credentials.url, credentials.username, credentials.password, timeout=timeout)
+        return await login(
+            credentials.url, credentials.username, credentials.password,
+            timeout=timeout, ssl=credentials.ssl,
+        )
     except RequestError as exc:
         if exc.status == 401 or exc.code == "unauthorized":
             raise LoginRefused("Wrong user name or password") from exc
@@ -173,6 +182,7 @@ class ConsoleSession:
         self.hello: dict[str, Any] = {}
         self.detail = ""
         self._token: str | None = None
+        self._tokens: TokenKeeper | None = None  # standalone: refreshes the access token
         self._http: aiohttp.ClientSession | None = None
         self._client: SignalingClient | None = None
         self._peer: ClientPeer | None = None
@@ -249,7 +259,10 @@ class ConsoleSession:
             await self._client.close()
 
     async def _run(self) -> None:
-        self._http = aiohttp.ClientSession()
+        # The connector carries the TLS context, so every call on this session (the
+        # login, the WebSocket) trusts what the credentials say.
+        tls = self.credentials.ssl if self.credentials.ssl is not None else True
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
         try:
             while not self._stopping:
                 self.reconnector.on_connecting()
@@ -326,20 +339,34 @@ class ConsoleSession:
         await client.wait_closed()
 
     async def _get_token(self) -> str:
+        """An access token good for a while yet (the session's hello, the management
+        panel's REST calls). Embedded: minted by the server's own key. Standalone: a
+        TokenKeeper refreshes it (access tokens live minutes) and signs in again with the
+        password when the refresh is refused. Loop only."""
         if self.credentials.token_source is not None:
             return self.credentials.token_source()
-        if self._token is None:
-            try:
-                body = await login(
-                    self.credentials.url, self.credentials.username, self.credentials.password,
-                    session=self._http,
-                )
-            except RequestError as exc:
-                if exc.status == 401 or exc.code == "unauthorized":
-                    raise LoginRefused("Login refused: wrong user name or password") from exc
-                raise
-            self._token = body["token"]
+        if self._tokens is None:
+            self._tokens = TokenKeeper(
+                self.credentials.url, self.credentials.username, self.credentials.password,
+                ssl=self.credentials.ssl,
+            )
+        elif self._token is None:
+            # _connect_and_serve clears _token when hello refused it (expired, revoked):
+            # whatever the keeper still holds is no good either.
+            self._tokens.forget_access_token()
+        self._tokens.session = self._http
+        try:
+            self._token = await self._tokens.access_token()
+        except TokenRefused as exc:
+            raise LoginRefused(f"Login refused: {exc}") from exc
+        except ApiRefused as exc:  # 429, 5xx: passing; the reconnect loop tries again
+            raise RequestError(exc.code, exc.message, status=exc.status) from exc
         return self._token
+
+    async def access_token(self) -> str:
+        """A valid access token for REST calls as this console's user (the management
+        panel). Raises LoginRefused when signing in again is needed. Loop only."""
+        return await self._get_token()
 
     async def _restore(self, plan, hello: dict) -> None:
         """Join every channel not yet bound; apply the mutes wanted."""

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
+    QPushButton,
     QSplitter,
     QTextEdit,
     QVBoxLayout,
@@ -36,9 +37,11 @@ from PySide6.QtWidgets import (
 
 from vpdesk.core.connection import ConnectionState
 from vpdesk.ui.channel_list import ActivityLamp, ChannelList
+from vpdesk.ui.management import ManagementWindow
 from vpdesk.ui.preferences import PreferencesDialog, PttKey, parse_ptt_key
 from vpdesk.ui.ptt_panel import PttPanel
 from vpdesk.ui.theme import COLORS
+from vpdesk.viewmodels.management import MANAGING_ROLES, ManagementViewModel
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +200,12 @@ class MainWindow(QMainWindow):
         top_layout.addWidget(divider)
         top_layout.addWidget(self.connection)
         top_layout.addStretch(1)
+        # Admin and dispatch users manage the site from here (the panel; hidden for others).
+        self.manage_button = QPushButton("Manage…")
+        self.manage_button.setToolTip("Events, teams, channels and who is on them")
+        self.manage_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Space stays the PTT key
+        self.manage_button.clicked.connect(self.open_management)
+        top_layout.addWidget(self.manage_button)
         top_layout.addWidget(self.user_label)
         top_layout.addWidget(self.role_label)
 
@@ -222,6 +231,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.audio_label)
         self.statusBar().setSizeGripEnabled(False)
 
+        self.management: ManagementWindow | None = None
         self._build_menus()
 
         self.key_filter = PttKeyFilter(self, vm)
@@ -241,6 +251,10 @@ class MainWindow(QMainWindow):
         self.preferences_action.setShortcuts([QKeySequence("Ctrl+,"), QKeySequence(QKeySequence.StandardKey.Preferences)])
         self.preferences_action.triggered.connect(self.open_preferences)
         file_menu.addAction(self.preferences_action)
+        self.manage_action = QAction("&Manage site…", self)
+        self.manage_action.setShortcut(QKeySequence("Ctrl+M"))
+        self.manage_action.triggered.connect(self.open_management)
+        file_menu.addAction(self.manage_action)
         file_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
@@ -273,6 +287,25 @@ class MainWindow(QMainWindow):
         self._vm.apply_settings(dialog.result_settings())
         self.ptt_panel.refresh_mode()
 
+    def can_manage(self) -> bool:
+        return self._vm.user_role in MANAGING_ROLES
+
+    def open_management(self) -> ManagementWindow | None:
+        """Show the management panel (one at a time), for admin and dispatch users."""
+        if not self.can_manage():
+            return None
+        if self.management is None:
+            vm = ManagementViewModel.for_session(self._vm.session, self._vm.user_role)
+            self.management = ManagementWindow(vm, self._vm.user_name)
+            self.management.closed.connect(self._management_closed)
+        self.management.show()
+        self.management.raise_()
+        self.management.activateWindow()
+        return self.management
+
+    def _management_closed(self) -> None:
+        self.management = None
+
     def show_about(self) -> None:
         QMessageBox.about(
             self,
@@ -295,6 +328,10 @@ class MainWindow(QMainWindow):
         role = self._vm.user_role or ""
         self.role_label.setText(role.upper())
         self.role_label.setVisible(bool(role))
+        manage = self.can_manage()
+        self.manage_button.setVisible(manage)
+        self.manage_action.setVisible(manage)
+        self.manage_action.setEnabled(manage)
 
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, MESSAGE_TIMEOUT_MS)
@@ -325,6 +362,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self._release_everything("window closing")
+        if self.management is not None:
+            self.management.close()
         self.closing.emit()
         super().closeEvent(event)
 
