@@ -6,6 +6,10 @@
   browser errors at teardown.
 - `chromium`: one `launch()` with the fake microphone (a beep).
 - `site`: tests.server.harness.start_site with users u0..u2 (u0 dispatch), stopped after.
+- `site_with`: `await site_with(token_ttl_s=8, ...)` → the same site with these
+  ServerConfig fields, stopped after.
+- `page`: a blank page on a throwaway server of server/web/ (modules at /web/js/), for
+  the unit tests of the page's modules (tests.web.js_harness.import_and_run).
 - `speech_wav`: a ≥ 12 s speech WAV (module scope) for `launch(fake_audio=...)`: the fake
   device loops its file, so it is longer than any one test's talking.
 
@@ -20,11 +24,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 from tests.audio_tools import speech_wav as make_speech_wav
 from tests.server.harness import Site, start_site
 from tests.web.browser import Microphone, launch_chromium, unexpected_errors
+from tests.web.js_harness import open_blank, serve_web_root
 
 SPEECH_TEXT = (
     "Unit four to dispatch. We are on scene at the north gate, two vehicles, no injuries. "
@@ -71,11 +76,31 @@ async def chromium(launch: Launcher) -> Browser:
 
 
 @pytest.fixture
+async def page(chromium: Browser) -> AsyncIterator[Page]:
+    async with serve_web_root() as base_url:
+        yield await open_blank(chromium, base_url)
+
+
+@pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
     running = await start_site(tmp_path / "site", users=3)
     try:
         yield running
     finally:
+        await running.server.stop()
+
+
+@pytest.fixture
+async def site_with(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Site]]]:
+    sites: list[Site] = []
+
+    async def start(**config: object) -> Site:
+        running = await start_site(tmp_path / f"site{len(sites)}", users=3, **config)
+        sites.append(running)
+        return running
+
+    yield start
+    for running in sites:
         await running.server.stop()
 
 

@@ -33,6 +33,16 @@ BLANK_PAGE = (
     # An icon of its own, so Chromium does not ask for /favicon.ico.
     "<link rel='icon' href='data:,'></head><body></body></html>"
 )
+# JavaScript for a scenario body: localStorage's surface, in memory (tabs of one origin
+# share one), and the page's record key.
+FAKE_STORAGE_JS = """
+  const KEY = "vpdesk.web.v1";
+  class FakeStorage {
+    constructor(items = {}) { this.items = new Map(Object.entries(items)); }
+    getItem(key) { return this.items.has(key) ? this.items.get(key) : null; }
+    setItem(key, value) { this.items.set(key, String(value)); }
+  }
+"""
 _CONTENT_TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",

@@ -8,7 +8,9 @@ from its RTCPeerConnection's getStats through `window.vpdeskDebug`.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from playwright.async_api import Page
 
@@ -85,3 +87,62 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0,
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def sessions_of(site, user: str) -> list:
+    """The server's live sessions of `user` on a tests.server.harness Site."""
+    return [s for s in site.hub.sessions.values() if s.user.name == user]
+
+
+async def stored(page: Page, key: str):
+    """A value of the page's localStorage record (store.js), as the page holds it."""
+    return await page.evaluate("(key) => window.vpdeskDebug.app.store.get(key)", key)
+
+
+def requests_to(page: Page, path: str) -> list[str]:
+    """A list that fills with the method of every request the page makes to `path`."""
+    seen: list[str] = []
+    page.on("request", lambda request: request.url.endswith(path) and seen.append(request.method))
+    return seen
+
+
+@dataclass
+class SocketLog:
+    """What the page's WebSockets did: when each opened and closed (loop time), the token
+    of every hello sent, every refused reply received."""
+
+    opened: list[float] = field(default_factory=list)
+    closed: list[float] = field(default_factory=list)
+    hellos: list[str | None] = field(default_factory=list)
+    refusals: list[dict] = field(default_factory=list)
+
+
+def watch_sockets(page: Page) -> SocketLog:
+    log = SocketLog()
+    loop = asyncio.get_running_loop()
+
+    def frame(payload) -> dict:
+        try:
+            message = json.loads(payload)
+        except (TypeError, ValueError):
+            return {}
+        return message if isinstance(message, dict) else {}
+
+    def on_sent(payload) -> None:
+        message = frame(payload)
+        if message.get("type") == "hello":
+            log.hellos.append(message.get("token"))
+
+    def on_received(payload) -> None:
+        message = frame(payload)
+        if message.get("ok") is False:
+            log.refusals.append(message)
+
+    def on_socket(ws) -> None:
+        log.opened.append(loop.time())
+        ws.on("framesent", on_sent)
+        ws.on("framereceived", on_received)
+        ws.on("close", lambda _: log.closed.append(loop.time()))
+
+    page.on("websocket", on_socket)
+    return log

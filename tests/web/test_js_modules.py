@@ -1,19 +1,16 @@
 """The web page's pure modules (server/web/js/), unit-tested inside Chromium.
 
 Each test imports one module on a blank page (tests/web/js_harness.py), runs a few
-scenarios in one page.evaluate and returns what they produced; the assertions are here,
+scenarios in one page.evaluate (the `page` fixture, conftest.py) and returns what they produced; the assertions are here,
 in Python. PTT scenarios follow tests/vpdesk/test_core_ptt.py (the console's controller,
 which ptt.js ports). Nothing waits on real time: the PTT clock is injected.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from playwright.async_api import Page
 
-import pytest
-from playwright.async_api import Browser, Page
-
-from tests.web.js_harness import import_and_run, open_blank, serve_web_root
+from tests.web.js_harness import FAKE_STORAGE_JS, import_and_run
 
 CH = 7  # the channel PTT scenarios talk on
 
@@ -21,13 +18,6 @@ GRANTED = [{"kind": "mic_on"}, {"kind": "tone", "name": "talk_permit"}]
 ENDED = [{"kind": "mic_off"}, {"kind": "release", "channel": CH}, {"kind": "tone", "name": "end_of_tx"}]
 REQUEST = [{"kind": "request", "channel": CH}]
 GIVE_BACK = [{"kind": "release", "channel": CH}]
-
-
-@pytest.fixture
-async def page(chromium: Browser) -> AsyncIterator[Page]:
-    """A blank page on a throwaway server of server/web/ (modules at /web/js/)."""
-    async with serve_web_root() as base_url:
-        yield await open_blank(chromium, base_url)
 
 
 # --- ptt.js ------------------------------------------------------------------------
@@ -632,23 +622,17 @@ async def test_channel_board_choices_and_floors(page: Page):
 
 # --- store.js ----------------------------------------------------------------------
 
-STORE_HELPERS = """
-  const KEY = "vpdesk.web.v1";
-  class FakeStorage {
-    constructor(items = {}) { this.items = new Map(Object.entries(items)); }
-    getItem(key) { return this.items.has(key) ? this.items.get(key) : null; }
-    setItem(key, value) { this.items.set(key, String(value)); }
-  }
-  const defaults = (s) => ({
-    token: s.get("token"), expiresAt: s.get("expiresAt"), user: s.get("user"),
-    sessionId: s.get("sessionId"), listen: s.get("listen"), muted: s.get("muted"),
-    talk: s.get("talk"), mode: s.get("mode"), voiceProcessing: s.get("voiceProcessing"),
-  });
+STORE_HELPERS = FAKE_STORAGE_JS + """
+  const defaults = (s) => Object.fromEntries(arg.keys.map((key) => [key, s.get(key)]));
 """
 
 DEFAULTS = {
     "token": None,
     "expiresAt": 0,
+    "refreshToken": None,
+    "refreshExpiresAt": 0,
+    "tokenLifetime": 0,
+    "clockSkew": 0,
     "user": None,
     "sessionId": None,
     "listen": None,
@@ -657,15 +641,18 @@ DEFAULTS = {
     "mode": "hold",
     "voiceProcessing": True,
 }
+SIGNED_OUT = {"token": None, "expiresAt": 0, "refreshToken": None, "refreshExpiresAt": 0,
+              "tokenLifetime": 0, "user": None, "sessionId": None}
+
+
+async def run_store(page: Page, body: str):
+    return await import_and_run(page, "store.js", "{Store}", STORE_HELPERS + body, {"keys": list(DEFAULTS)})
 
 
 async def test_store_reads_saves_and_survives_damage(page: Page):
-    r = await import_and_run(
+    r = await run_store(
         page,
-        "store.js",
-        "{Store}",
-        STORE_HELPERS
-        + """
+        """
         const out = {};
         out.empty = defaults(new Store(new FakeStorage()));
         out.damaged = {};
@@ -743,10 +730,9 @@ async def test_store_reads_saves_and_survives_damage(page: Page):
     assert r["signedIn"]["noToken"] is False
     assert r["signedIn"]["defaultClock"] == [True, False]
 
-    preferences = {"listen": [1, 2], "muted": [2], "talk": 1, "mode": "toggle", "voiceProcessing": True}
-    signed_out = {"token": None, "expiresAt": 0, "user": None, "sessionId": None}
-    assert r["signedOut"] == {**signed_out, **preferences, "signedIn": False, "lastUsername": "dee"}
-    assert r["signedOutSaved"] == {**signed_out, **preferences, "lastUsername": "dee"}, (
+    preferences = {"listen": [1, 2], "muted": [2], "talk": 1, "mode": "toggle", "voiceProcessing": True, "clockSkew": 0}
+    assert r["signedOut"] == {**SIGNED_OUT, **preferences, "signedIn": False, "lastUsername": "dee"}
+    assert r["signedOutSaved"] == {**SIGNED_OUT, **preferences, "lastUsername": "dee"}, (
         "signing out is saved, preferences kept"
     )
     assert r["fullStorage"] == "toggle"

@@ -3,28 +3,26 @@ a server restart, an expired sign-in, and channel membership changed while it ru
 
 from __future__ import annotations
 
-import asyncio
-
 from server.config import ServerConfig
 from server.node import EmbeddedServer
 from tests.audio_tools import WavTrack
 from tests.server.harness import PttClient, close_all
 from tests.web.browser import new_page
-from tests.web.page_helpers import channel_mids, packets, row, sign_in, until, wait_online
-
-
-def sessions_of(site, user: str) -> list:
-    return [s for s in site.hub.sessions.values() if s.user.name == user]
+from tests.web.page_helpers import (
+    channel_mids,
+    packets,
+    requests_to,
+    row,
+    sessions_of,
+    sign_in,
+    stored,
+    until,
+    wait_online,
+)
 
 
 async def session_id(page) -> str:
-    return await page.evaluate("() => window.vpdeskDebug.app.store.get('sessionId')")
-
-
-def count_logins(page) -> list[str]:
-    seen: list[str] = []
-    page.on("request", lambda request: request.url.endswith("/api/login") and seen.append(request.method))
-    return seen
+    return await stored(page, "sessionId")
 
 
 async def test_wrong_password_is_refused_with_a_message(site, chromium):
@@ -48,7 +46,7 @@ async def test_reload_resumes_the_session_with_its_channels_without_a_new_login(
     [session] = sessions_of(site, "u1")
     await until(lambda: _is(alpha in session.muted, True), what="the mute")
     before = await session_id(page)
-    logins = count_logins(page)
+    logins = requests_to(page, "/api/login")
 
     await page.reload()
     await wait_online(page)
@@ -75,7 +73,7 @@ async def test_a_dropped_connection_comes_back_by_itself(site, chromium):
     page = await new_page(chromium)
     await sign_in(page, site.url, "u1")
     before = await session_id(page)
-    logins = count_logins(page)
+    logins = requests_to(page, "/api/login")
 
     await site.hub.close_connections()  # every WebSocket cut, as by a network drop
     await page.wait_for_selector('#connection[data-state="reconnecting"]', timeout=5000)
@@ -111,13 +109,16 @@ async def test_after_a_server_restart_the_page_rejoins_what_the_user_chose(site,
 async def test_an_expired_sign_in_goes_back_to_the_form_with_a_reason(site, chromium):
     page = await new_page(chromium)
     await sign_in(page, site.url, "u1")
-    # The server no longer accepts the token (it expired, or its key changed).
-    await page.evaluate("() => window.vpdeskDebug.app.store.set({token: 'eyJ.expired.token'})")
+    # The server accepts neither token (the login expired, or the site's key changed).
+    await page.evaluate(
+        "() => window.vpdeskDebug.app.store.set({token: 'eyJ.expired.token', refreshToken: 'gone'})"
+    )
     await page.reload()
-    await page.wait_for_selector("#login-error:has-text('expired')")
+    await page.wait_for_selector("#login-error:has-text('Your sign-in has expired; sign in again')")
     assert await page.is_visible("#login-view")
     assert await page.input_value("#username") == "u1"
-    page.errors.clear()  # the browser logs the refused WebSocket close
+    assert await stored(page, "refreshToken") is None, "a dead sign-in is forgotten"
+    page.errors.clear()  # the browser logs the refused refresh (401)
 
 
 async def test_channels_added_and_removed_while_the_page_runs(site, chromium):

@@ -1,23 +1,29 @@
 // The field user's radio: sign-in, one session with the server (hello, offer, joins),
-// push-to-talk, and getting back into the same channels after a drop or a reload.
+// push-to-talk, and getting back into the same channels after a drop or a reload. The
+// tokens (short-lived access, rotated refresh) are tokens.js's: every hello gets one with
+// time left, and the background refreshes ahead of expiry.
 // Network replies can arrive after the link they belong to is gone: every connection
 // attempt has a generation number, and work for an older one is dropped.
 
 import { ChannelBoard } from "./channels.js";
 import { MediaLink, openMicrophone } from "./media.js";
 import { Mode, PttController, TxState } from "./ptt.js";
-import { CLOSE_UNAUTHORIZED, LinkDown, ServerError, Signaling, websocketUrl } from "./signaling.js";
+import { CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, LinkDown, ServerError, Signaling, websocketUrl } from "./signaling.js";
 import { Store } from "./store.js";
+import { LoginRefused, SignInEnded, TokenKeeper, signInEndedMessage } from "./tokens.js";
 import { TonePlayer } from "./tones.js";
 import { View } from "./view.js";
 
 const CLIENT = { name: "vpdesk-web", version: "0.1.0" };
 const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 10000];
+// Closed for too many requests: the first retry waits this far down RETRY_DELAYS_MS (4 s).
+const RATE_LIMITED_RETRY_INDEX = 3;
 const TONES = ["talk_permit", "end_of_tx", "busy"];
 
 export class App {
   constructor() {
     this.store = new Store();
+    this.tokens = new TokenKeeper(this.store);
     this.board = new ChannelBoard();
     this.ptt = new PttController({ mode: this.store.get("mode") === Mode.TOGGLE ? Mode.TOGGLE : Mode.HOLD });
     this.tones = new TonePlayer("tones/");
@@ -30,6 +36,7 @@ export class App {
     this.generation = 0;
     this.retries = 0;
     this.retryTimer = null;
+    this.refusedOnce = false; // a hello refused this token once: refresh and try again, then give up
     this.wakeLock = null;
   }
 
@@ -62,29 +69,22 @@ export class App {
       return;
     }
     this.view.loginBusy(true);
-    let response, body;
+    this.refusedOnce = false;
+    let user;
     try {
-      response = await fetch("api/login", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ username, password }),
-      });
-      body = await response.json().catch(() => ({}));
-    } catch {
-      this.view.showLogin({ error: "The server cannot be reached. Check the network and try again.", username });
+      user = await this.tokens.login(username, password);
+    } catch (error) {
+      if (!(error instanceof LoginRefused)) throw error;
+      this.view.loginBusy(false);
+      this.view.showLogin({ error: error.message, username });
       return;
     }
-    if (!response.ok) {
-      const error = response.status === 401 ? "Wrong user name or password." : body.error?.message || `Sign-in failed (HTTP ${response.status}).`;
-      this.view.showLogin({ error, username });
-      return;
-    }
-    if (this.store.get("choicesUser") !== body.user.id) {
+    if (this.store.get("choicesUser") !== user.id) {
       // Another person on this browser: their channel choices are not this user's.
-      this.store.set({ listen: null, muted: [], talk: null, choicesUser: body.user.id });
+      this.store.set({ listen: null, muted: [], talk: null, choicesUser: user.id });
     }
-    this.store.set({ token: body.token, expiresAt: body.expires_at, user: body.user, sessionId: null, lastUsername: username });
-    this.user = body.user;
+    this.store.set({ user, sessionId: null, lastUsername: username });
+    this.user = user;
     this.view.loginBusy(false);
     this.view.showRadio(this.user);
     this.tones.preload(TONES);
@@ -93,8 +93,17 @@ export class App {
     this._openMicrophone();
   }
 
+  /** The Sign out button: end the login on the server too (in the background). */
   signOut() {
+    this.tokens.logout();
+    this._leave();
+  }
+
+  /** Back to the sign-in form (saying `error`); the user's choices stay for their next sign-in. */
+  _leave(error = "") {
     this.generation++;
+    clearTimeout(this.retryTimer);
+    this.tokens.forget();
     this._dropLink(1000, "signed out");
     this.store.signOut();
     this.user = null;
@@ -102,13 +111,31 @@ export class App {
     this.microphone = null;
     this.view.message("");
     this.view.notice("");
+    this.view.linkNotice("");
     this.view.connection("offline");
-    this.view.showLogin({ username: this.store.get("lastUsername") || "" });
+    this.view.showLogin({ error, username: this.store.get("lastUsername") || "" });
   }
 
-  _sessionExpired() {
-    this.signOut();
-    this.view.showLogin({ error: "Your sign-in has expired. Please sign in again.", username: this.store.get("lastUsername") || "" });
+  /** The server ended the sign-in (`reason`: its words): back to the form, saying why. */
+  _signInEnded(reason) {
+    this._leave(signInEndedMessage(reason));
+  }
+
+  /** A hello refused `token`: an expired or unknown one gets one refresh and another try. */
+  _helloRefused(reason, token) {
+    if (/revoked/i.test(reason) || this.refusedOnce) return this._signInEnded(reason);
+    this.refusedOnce = true;
+    this.tokens.refused(token);
+    this._connect();
+  }
+
+  async _refreshAhead() {
+    try {
+      await this.tokens.fresh({ ahead: true });
+    } catch (error) {
+      // No network: the keeper tries again later; a refused refresh ends the sign-in.
+      if (error instanceof SignInEnded && this.user) this._signInEnded(error.reason);
+    }
   }
 
   // --- the session ------------------------------------------------------------------
@@ -119,7 +146,11 @@ export class App {
     const current = () => generation === this.generation;
     this._dropLink(1000, "reconnecting");
     this.view.connection(this.retries ? "reconnecting" : "connecting");
+    let token = null;
     try {
+      // Before the socket: the server closes one that says no hello for 10 s.
+      token = await this.tokens.fresh();
+      if (!current()) return;
       const signaling = await Signaling.open(websocketUrl(), {
         onEvent: (message) => current() && this._onEvent(message),
         onClose: (close) => current() && this._onClosed(close),
@@ -127,11 +158,12 @@ export class App {
       if (!current()) return signaling.close();
       this.signaling = signaling;
       const hello = await signaling.request("hello", {
-        token: this.store.get("token"),
+        token,
         client: CLIENT,
         resume: this.store.get("sessionId"),
       });
       if (!current()) return;
+      this.refusedOnce = false;
       this.user = hello.user;
       this.limits = hello.limits || {};
       this.store.set({ sessionId: hello.session, user: hello.user });
@@ -142,12 +174,14 @@ export class App {
       this.ptt.setConnected(true);
       this.retries = 0;
       this.view.connection("online");
+      this.view.linkNotice("");
       this._render();
       await this._syncJoins(hello.joined || []);
       this._holdScreenOn();
     } catch (error) {
       if (!current()) return;
-      if (error instanceof ServerError && error.code === "unauthorized") return this._sessionExpired();
+      if (error instanceof SignInEnded) return this._signInEnded(error.reason);
+      if (error instanceof ServerError && error.code === "unauthorized") return this._helloRefused(error.message, token);
       console.warn(`vpdesk: connect failed: ${error.message}`);
       this._linkLost();
     }
@@ -248,8 +282,13 @@ export class App {
     this._render();
   }
 
-  _onClosed({ code }) {
-    if (code === CLOSE_UNAUTHORIZED) return this._sessionExpired();
+  _onClosed({ code, reason }) {
+    // The server ended the sign-in: logged out elsewhere, password changed, user deleted.
+    if (code === CLOSE_UNAUTHORIZED) return this._signInEnded(reason);
+    if (code === CLOSE_RATE_LIMITED) {
+      this.view.linkNotice("Too many requests; reconnecting…");
+      this.retries = Math.max(this.retries, RATE_LIMITED_RETRY_INDEX);
+    }
     this._linkLost();
   }
 
@@ -393,7 +432,10 @@ export class App {
     try {
       reply = await this._request("floor_request", { channel });
     } catch (error) {
-      this._run(this.ptt.onFailed(channel, error.message));
+      // Too many requests is no busy channel: a short word, no busy tone.
+      const throttled = error instanceof ServerError && error.code === "rate_limited";
+      const reason = throttled ? "too many requests; wait a moment" : error.message;
+      this._run(this.ptt.onFailed(channel, reason, { tone: !throttled }));
       return;
     }
     if (reply.granted) this._run(this.ptt.onGranted(channel, reply.max_ms ?? null));
@@ -461,6 +503,7 @@ export class App {
   }
 
   _tick() {
+    if (this.user && this.tokens.dueInBackground()) this._refreshAhead();
     this.view.talk({ board: this.board, me: this.user, ptt: this.ptt, canTalk: this.ptt.connected && this.board.talk != null });
     const blocked = Boolean(this.user) && (!this.tones.unlocked || (this.media?.blockedAudio().length ?? 0) > 0);
     this.view.soundBlocked(blocked);

@@ -129,11 +129,13 @@ export class PttController {
     return [{ kind: "tone", name: "busy" }, { kind: "message", text: `Channel busy: ${who}` }];
   }
 
-  onFailed(channel, reason) {
+  /** The request failed (`tone: false`: quietly, e.g. too many requests). */
+  onFailed(channel, reason, { tone = true } = {}) {
     const asking = this._state === TxState.REQUESTING || this._state === TxState.CANCELLING;
     if (!asking || channel !== this._channel) return [];
     this._goIdle();
-    return [{ kind: "tone", name: "busy" }, { kind: "message", text: `Cannot talk: ${reason}` }];
+    const message = { kind: "message", text: `Cannot talk: ${reason}` };
+    return tone ? [{ kind: "tone", name: "busy" }, message] : [message];
   }
 
   onRevoked(channel, reason) {

@@ -1,6 +1,7 @@
 // The signaling WebSocket of PROTOCOL.md: numbered requests, their replies, and events.
 
-export const CLOSE_UNAUTHORIZED = 4001;
+export const CLOSE_UNAUTHORIZED = 4001; // the sign-in is over (reason: the server's words)
+export const CLOSE_RATE_LIMITED = 4008; // too many requests: reconnect after a pause
 
 /** A request the server answered with ok: false; `code` is the protocol's error code. */
 export class ServerError extends Error {

@@ -106,6 +106,12 @@ export class View {
     $("notice-retry").hidden = !retry;
   }
 
+  /** Why the link is being re-made (e.g. too many requests); "" hides it. */
+  linkNotice(text) {
+    $("link-notice").hidden = !text;
+    $("link-notice-text").textContent = text || "";
+  }
+
   soundBlocked(blocked) {
     $("sound-blocked").hidden = !blocked;
   }
