@@ -300,6 +300,9 @@ async def _serve(conn: Connection, hello_timeout_s: float) -> None:
         elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
         if conn.close_code is not None:
+            if conn.session is not None:
+                # The refusal that led here is still queued: send it before the close.
+                await conn.session.stop_writer(flush=True)
             await ws.close(code=conn.close_code, message=conn.close_reason)
             return
 

@@ -109,6 +109,9 @@ async def test_sustained_abuse_closes_the_connection_4008(site, sessions):
     # ... one more closes it.
     await abuser.send_raw(release(1, alpha))
     assert await abuser.wait_closed(timeout=WAIT) == 4008
+    # The refusal that crossed the line reached the client before the close did.
+    last = await abuser.next_unmatched(timeout=WAIT)
+    assert last["id"] == 1 and last["error"]["code"] == "rate_limited"
     grant = await witness.request("floor_request", timeout=WAIT, channel=alpha)
     assert grant["granted"] is True
 
