@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 import aioice.ice
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import opus as aiortc_opus
 from aiortc.mediastreams import MediaStreamTrack
@@ -240,7 +241,13 @@ class RawRtpWriter:
             if transport is None:
                 return False
             self._pair, self._sendto, self._dest = pair, transport.sendto, pair.remote_addr
-        self._sendto(dtls._tx_srtp.protect(packet), self._dest)
+        try:
+            protected = dtls._tx_srtp.protect(packet)
+        except pylibsrtp.Error as exc:
+            # One listener's refusal (e.g. a replayed index) must not stop the fan-out.
+            logger.debug("srtp protect refused a packet: %s", exc)
+            return False
+        self._sendto(protected, self._dest)
         return True
 
 

@@ -24,6 +24,11 @@ FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 
 _HEADER = struct.Struct("!BBHII")
 _pack_header = _HEADER.pack
+# A rewritten sequence number this far behind the last one sent is a late packet, passed
+# on (the listener's SRTP replay window is 64); further behind, or more than JUMP_AHEAD
+# ahead, the talker's stream restarted: begin a new run so the output stays contiguous.
+LATE_WINDOW = 32
+JUMP_AHEAD = 0x1000
 
 
 class MalformedRtp(ValueError):
@@ -128,6 +133,12 @@ class ListenerOutput:
         if source is not self._source:
             self._rebase(source, seq, ts)
         out_seq = (seq + self._seq_offset) & 0xFFFF
+        step = (out_seq - self._last_seq) & 0xFFFF
+        if step == 0:
+            return  # the same packet again: SRTP would refuse it as a replay
+        if JUMP_AHEAD <= step < 0x10000 - LATE_WINDOW:
+            self._rebase(source, seq, ts)
+            out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
         packet = (
             _pack_header(self._first_byte, self._second_byte | marker, out_seq, out_ts, self.ssrc)
@@ -147,7 +158,10 @@ class ListenerOutput:
 class ChannelFanout:
     """The unmuted listener outputs of one channel on this node, and its counters."""
 
-    __slots__ = ("channel_id", "outputs", "packets_in", "packets_out", "bytes_out", "_clock")
+    __slots__ = (
+        "channel_id", "outputs", "packets_in", "packets_out", "bytes_out", "_clock",
+        "_talker", "_talker_ssrc", "_run",
+    )
 
     def __init__(self, channel_id: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.channel_id = channel_id
@@ -156,6 +170,10 @@ class ChannelFanout:
         self.packets_in = 0
         self.packets_out = 0
         self.bytes_out = 0
+        # The run downstream: new per talker (`source`) and per SSRC of that talker.
+        self._talker: object = None
+        self._talker_ssrc = -1
+        self._run: object = None
 
     def add(self, output: ListenerOutput) -> None:
         if output not in self.outputs:
@@ -181,13 +199,18 @@ class ChannelFanout:
         marker = data[1] & 0x80
         seq = (data[2] << 8) | data[3]
         ts = int.from_bytes(data[4:8], "big")
+        ssrc = int.from_bytes(data[8:12], "big")
+        if source is not self._talker or ssrc != self._talker_ssrc:
+            # A second SSRC from one talker has its own sequence and timestamp line.
+            self._talker, self._talker_ssrc, self._run = source, ssrc, object()
+        run = self._run
         payload = data[start:end]
         self.packets_in += 1
         now = self._clock()
         sent = 0
         for output in self.outputs:
             if output is not exclude:
-                output.send(source, seq, ts, marker, payload, now)
+                output.send(run, seq, ts, marker, payload, now)
                 sent += 1
         self.packets_out += sent
         self.bytes_out += sent * len(payload)

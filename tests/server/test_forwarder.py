@@ -478,3 +478,42 @@ def test_initial_sequence_is_in_the_lower_half():
     for _ in range(200):
         out = output(Capture())
         assert 0 <= out._last_seq < 0x8000
+
+
+# --- a talker's stream that restarts or repeats itself ------------------------------------
+
+
+def steps(capture: Capture) -> list[int]:
+    seqs = [p["seq"] for p in capture.parsed]
+    return [seq_step(a, b) for a, b in zip(seqs, seqs[1:])]
+
+
+def test_a_second_ssrc_of_one_talker_starts_a_new_contiguous_run():
+    fanout, cap = ChannelFanout(1), Capture()
+    fanout.add(output(cap))
+    lease = object()
+    for n in range(3):
+        fanout.forward(lease, rtp(100 + n, n * FRAME_SAMPLES, ssrc=1))
+    for n in range(3):  # 20,000 ahead, another SSRC: far outside SRTP's replay window
+        fanout.forward(lease, rtp(20_100 + n, 7_000_000 + n * FRAME_SAMPLES, ssrc=2))
+    fanout.forward(lease, rtp(103, 3 * FRAME_SAMPLES, ssrc=1))
+    assert steps(cap) == [1] * 6
+    timestamps = [p["ts"] for p in cap.parsed]
+    assert all(0 < ts_step(a, b) < CLOCK_RATE for a, b in zip(timestamps, timestamps[1:]))
+
+
+def test_a_sequence_restart_within_one_ssrc_stays_contiguous():
+    cap = Capture()
+    out = output(cap)
+    for seq in (5000, 5001, 5002, 10, 11):  # the sender restarted its sequence
+        send_packet(out, "A", rtp(seq, seq * FRAME_SAMPLES))
+    assert steps(cap) == [1, 1, 1, 1]
+
+
+def test_a_repeated_packet_is_dropped_and_a_late_one_passes():
+    cap = Capture()
+    out = output(cap)
+    for seq in (10, 11, 12, 12, 14, 13):
+        send_packet(out, "A", rtp(seq, seq * FRAME_SAMPLES))
+    assert [p["seq"] - cap.parsed[0]["seq"] for p in cap.parsed] == [0, 1, 2, 4, 3]
+

@@ -277,13 +277,6 @@ async def test_packets_on_the_talkers_path_with_a_bad_srtp_tag_never_reach_a_lis
         await close_all(talker, listener)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="forwarder: a talker's new SSRC (or a sequence jump back) keeps the listener's "
-    "offsets, so the rewritten sequence is 'too old' for the listener's SRTP and "
-    "RawRtpWriter.write raises pylibsrtp.Error out of ChannelFanout.forward",
-)
 async def test_a_holders_second_ssrc_is_forwarded_to_every_listener(site):
     alpha = site.channels["alpha"]
     hub = site.hub
