@@ -23,6 +23,7 @@ from .directory import Directory
 from .hub import Hub
 from .logins import LoginStore
 from .signaling import websocket_handler
+from .transmissions import attach_transmission_log
 from .state.base import LiveStore
 from .web_routes import add_web_routes, default_tones_dir, default_web_dir
 
@@ -85,6 +86,7 @@ def create_app(config: ServerConfig, store: LiveStore, directory: Directory) -> 
     app[TOKENS] = tokens
     app[LOGINS] = logins
     app[AUDIT] = AuditLog.open(config.data_dir)
+    hub.transmissions = attach_transmission_log(hub, app[AUDIT])
     add_token_routes(app)
     add_api_routes(app)
     app.router.add_get("/api/health", health)

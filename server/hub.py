@@ -26,6 +26,7 @@ from .state.base import LiveStore
 
 if TYPE_CHECKING:
     from .logins import LoginStore
+    from .transmissions import TransmissionLog
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class Hub:
         # Called with every floor event after the members have been told (the audit log's
         # transmission records); an observer's failure is logged, never propagated.
         self.floor_observers: list[Callable[[FloorEvent], None]] = []
+        # The audit log's transmission records (create_app sets it); signaling reports
+        # denied presses to it.
+        self.transmissions: TransmissionLog | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .auth import TokenError, TokenIssuer
+from .floor_events import Denial
 from .hub import MAX_CLOSE_REASON_BYTES, Hub
 from .media.peer import BadOffer, MediaNotReady, NoFreeSlot
 from .protocol import (
@@ -211,6 +212,8 @@ async def handle_floor_request(conn: Connection, request: Request) -> dict[str, 
     result = await conn.hub.floor.request(
         channel_id, session.id, session.user.id, session.user.name, priority
     )
+    if isinstance(result, Denial) and conn.hub.transmissions is not None:
+        conn.hub.transmissions.denied(channel_id, session.user, result.holder)
     return result.to_wire()
 
 

@@ -182,15 +182,11 @@ def test_denied_is_recorded_with_the_holder(node, audit, alpha):
 
 
 def site_audit(site, tmp_path) -> tuple[AuditLog, bool]:
-    """The site's audit log with transmissions attached: the app's own once the lead has
-    wired it, else one attached here. True when this test owns (and closes) it."""
-    audit = site.server.app.get(AUDIT)
-    wired = any(isinstance(getattr(o, "__self__", None), TransmissionLog) for o in site.hub.floor_observers)
-    if audit is not None and wired:
-        return audit, False
-    audit = AuditLog.open(tmp_path / "test-audit")
-    attach_transmission_log(site.hub, audit)
-    return audit, True
+    """The site's own audit log, which the app wires to the hub's floor events (False:
+    the test does not own it)."""
+    observers = [getattr(o, "__self__", None) for o in site.hub.floor_observers]
+    assert site.hub.transmissions in observers
+    return site.server.app[AUDIT], False
 
 
 async def test_real_server_records_a_release_and_a_max_talk_revoke(tmp_path):
@@ -202,6 +198,7 @@ async def test_real_server_records_a_release_and_a_max_talk_revoke(tmp_path):
         a, b = [await PttClient.connect(site.url, n, media=False) for n in ("u1", "u2")]
         assert (await a.talk(alpha))["granted"] is True
         await b.signaling.next_event("floor_taken")
+        assert (await b.talk(alpha))["granted"] is False  # busy: recorded as a denial
         await a.release(alpha)
         await b.signaling.next_event("floor_idle")
         assert (await b.talk(alpha))["granted"] is True
@@ -219,6 +216,8 @@ async def test_real_server_records_a_release_and_a_max_talk_revoke(tmp_path):
         # Revoked at the first maintenance tick at or past max_talk_ms.
         assert 400 <= revoked_entry["duration_ms"] < 60_000
         assert released["started_at"] < revoked_entry["started_at"]
+        (denied,) = audit.query(kind="floor_denied")
+        assert denied["actor"] == "u2" and denied["detail"]["channel_id"] == alpha
     finally:
         await close_all(*(c for c in (a, b) if c is not None))
         await site.server.stop()
