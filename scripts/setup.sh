@@ -21,9 +21,11 @@ if [ "$want_tests" = 1 ]; then
   # loopback-only network namespace the media tests run in; pulseaudio (null sinks)
   # and pulseaudio-utils are the real audio stack of the console tests; xvfb shows the
   # real window for screenshots; chromium is the browser the web page is tested in;
-  # coturn is the TURN server the relay-only tests talk through.
+  # coturn is the TURN server the relay-only tests talk through; redis-server is the real
+  # Redis the live-state tests start on a free loopback port (the system service is not
+  # used).
   packages+=(espeak-ng sox iproute2 util-linux pulseaudio pulseaudio-utils xvfb xauth chromium
-    coturn)
+    coturn redis-server)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -63,6 +63,9 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
                              "(repeatable)")
     parser.add_argument("--turn-secret-file", type=Path, metavar="FILE",
                         help="file holding the TURN server's static-auth-secret")
+    parser.add_argument("--redis", dest="redis_url", metavar="URL",
+                        help="keep live state (floor leases) in this Redis, shared by the "
+                             "site's nodes, e.g. redis://host:6379/0 (default: in this process)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
 
 
@@ -209,6 +212,7 @@ def _run_server(args: argparse.Namespace) -> int:
             plain_http=args.plain_http,
             stun_urls=args.stun_urls,
             turn_urls=args.turn_urls,
+            redis_url=args.redis_url,
             turn_secret=_read_secret(args.turn_secret_file),
         )
     except ConfigError as exc:

@@ -37,6 +37,11 @@ class ServerConfig:
     turn_urls: list[str] = field(default_factory=list)
     turn_secret: str | None = None
     turn_ttl_s: int = 24 * 3600
+    # Live state (floor leases): in this process when None, else on this Redis server
+    # (redis://[:password@]host[:port][/db]), shared by every node of the site. Keys start
+    # with the prefix, so several sites can share one Redis.
+    redis_url: str | None = None
+    redis_prefix: str = "vpdesk:"
     floor_lease_ms: int = 3000
     max_talk_ms: int = 60_000
     # Access tokens are short-lived; a refresh token (rotated on every use) gets new ones.

@@ -34,7 +34,7 @@ from server.floor_events import (
     Holder,
     RevokeReason,
 )
-from server.state.base import FloorLease, LiveStore, Priority
+from server.state.base import FloorLease, LiveStore, LiveStoreError, Priority
 
 __all__ = [
     "Denial",
@@ -268,12 +268,7 @@ class FloorController:
                 return False
             self._forget(channel_id)
             log.info("floor ch=%s session=%s released", channel_id, session_id)
-            if await self._store.floor_release(channel_id, owned.lease.token):
-                self._emit(FloorIdle(channel_id))
-            else:
-                # The lease had already gone (expired, or another node took it): say what
-                # the store holds now rather than a blind "idle".
-                self._announce(channel_id, await self._store.floor_get(channel_id))
+            await self._release_in_store(owned.lease)
             return True
 
     async def revoke(self, channel_id: int, reason: str = RevokeReason.REMOVED) -> bool:
@@ -321,13 +316,27 @@ class FloorController:
         lease = owned.lease
         ch = lease.channel_id
         self._forget(ch)
-        released = await self._store.floor_release(ch, lease.token)
         log.info("floor ch=%s session=%s revoked: %s", ch, lease.session_id, reason)
         self._emit(FloorRevoked(ch, lease.session_id, reason))
-        if released:
+        await self._release_in_store(lease)
+
+    async def _release_in_store(self, lease: FloorLease) -> None:
+        """Under the channel's lock, after ``_forget``: delete our lease from the store
+        and announce what the channel's floor is now."""
+        ch = lease.channel_id
+        try:
+            if await self._store.floor_release(ch, lease.token):
+                self._emit(FloorIdle(ch))
+            else:
+                # The lease had already gone (expired, or another node took it): say what
+                # the store holds now rather than a blind "idle".
+                self._announce(ch, await self._store.floor_get(ch))
+        except LiveStoreError as exc:
+            # The store is unreachable. Our talker has stopped all the same (a session
+            # closing must not fail on this), and nobody renews the lease any more, so it
+            # expires in the store by itself within lease_ms.
+            log.warning("floor ch=%s session=%s lease left to expire: %s", ch, lease.session_id, exc)
             self._emit(FloorIdle(ch))
-        else:
-            self._announce(ch, await self._store.floor_get(ch))
 
     # ------------------------------------------------------------------ lease maintenance
 
@@ -374,6 +383,9 @@ class FloorController:
             await asyncio.sleep(interval)
             try:
                 await self.tick()
+            except LiveStoreError as exc:
+                # Expected while the store is down: one line per round, no traceback.
+                log.warning("floor lease maintenance failed: %s", exc)
             except Exception:
                 # A store outage must not kill maintenance; the next round retries and
                 # leases the store lost are reconciled then.

@@ -18,11 +18,12 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import create_app
-from .config import ServerConfig
+from .config import ConfigError, ServerConfig
 from .directory import Directory
 from .media import aiortc_hooks
-from .state.base import LiveStore
+from .state.base import LiveStore, LiveStoreError
 from .state.memory import MemoryLiveStore
+from .state.redis_store import RedisLiveStore
 from .tls import ServedTls, fingerprint_sha256, served_tls
 
 logger = logging.getLogger(__name__)
@@ -72,10 +73,10 @@ class EmbeddedServer:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._tls = served_tls(config)
         aiortc_hooks.use_host_addresses(config.ice_addresses)
+        if self.store is None:  # first: a bad redis_url then leaves nothing open
+            self.store = await open_live_store(config)
         if self.directory is None:
             self.directory = Directory.open(config.data_dir)
-        if self.store is None:
-            self.store = MemoryLiveStore()
         self.app = create_app(config, self.store, self.directory)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -91,6 +92,9 @@ class EmbeddedServer:
             sock.close()
             await self._runner.cleanup()
             self._runner = None
+            if self._own_store:
+                await self.store.close()
+                self.store = None
             raise
         self.port = sock.getsockname()[1]
         site = web.SockSite(self._runner, sock, ssl_context=self._tls.context if self._tls else None)
@@ -118,6 +122,25 @@ class EmbeddedServer:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.stop()
+
+
+async def open_live_store(config: ServerConfig) -> LiveStore:
+    """The live-state store the config asks for: Redis when `redis_url` is set, else one
+    in this process. Raises ConfigError for a Redis URL that cannot be parsed. An
+    unreachable Redis is not an error: the node serves, /api/health says 503 and floor
+    requests fail until Redis answers (it reconnects by itself)."""
+    if config.redis_url is None:
+        return MemoryLiveStore()
+    try:
+        store = RedisLiveStore.from_url(config.redis_url, prefix=config.redis_prefix)
+    except LiveStoreError as exc:
+        raise ConfigError(f"redis_url: {exc}") from None
+    if await store.ping():
+        logger.info("live state in %s (prefix %r)", store.name, config.redis_prefix)
+    else:
+        logger.warning("live state in %s (prefix %r): not answering yet; health is 503 "
+                       "and floors cannot be granted until it does", store.name, config.redis_prefix)
+    return store
 
 
 async def serve_until_signalled(config: ServerConfig) -> None:

@@ -22,6 +22,8 @@ class ErrorCode(str, enum.Enum):
     RATE_LIMITED = "rate_limited"
     NO_SLOT = "no_slot"
     CONFLICT = "conflict"
+    # The node cannot reach its shared state (Redis): nothing was done; try again shortly.
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 

@@ -37,6 +37,7 @@ from .protocol import (
 )
 from .ratelimit import FailureLimiter, TokenBucket
 from .session import ClientSession
+from .state.base import LiveStoreError
 from .turn import ice_servers_for
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,11 @@ async def dispatch(conn: Connection, text: str) -> None:
     except ProtocolError as exc:
         rid = request_id if request_id is not None else getattr(exc, "request_id", None)
         await conn.reply(error_response(rid, exc.code, exc.message))
+    except LiveStoreError as exc:
+        logger.warning("request refused: state backend unreachable: %s", exc)
+        await conn.reply(error_response(
+            request_id, ErrorCode.UNAVAILABLE, "the server cannot reach its shared state; try again"
+        ))
     except Exception:
         who = conn.session.id if conn.session else conn.peer_name
         logger.exception("request failed (%s)", who)

@@ -1,6 +1,6 @@
 """The live-state store interface: short-lived, shared facts such as floor leases.
 
-Two backends implement it: ``memory`` (one process, the embedded default) and, later,
+Two backends implement it: ``memory`` (one process, the embedded default) and
 ``redis`` (several nodes). The interface is shaped after what Redis can do atomically, so
 that the memory backend never promises more than Redis will keep:
 

@@ -217,6 +217,7 @@ def test_error_response_shape_matches_the_protocol():
 def test_error_codes_and_close_codes_are_the_protocols():
     assert {c.value for c in ErrorCode} == {
         "bad_request", "unauthorized", "forbidden", "not_found", "rate_limited", "no_slot", "conflict", "internal",
+        "unavailable",  # a compatible extension (docs/protocol.md): the state backend is down
     }
     assert CloseCode.UNAUTHORIZED == 4001
     assert CloseCode.RATE_LIMITED == 4008
