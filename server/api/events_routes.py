@@ -77,27 +77,25 @@ async def delete_event(request: web.Request) -> web.Response:
 # --- dispatchers -------------------------------------------------------------------
 
 
-async def assign_dispatcher(request: web.Request) -> web.Response:
-    """Let a dispatch user manage the event (the directory refuses other roles: 400)."""
-    caller = await authorize(request, Operation.DISPATCHERS_ASSIGN)
+async def _change_dispatcher(request: web.Request, operation: Operation, kind: str) -> web.Response:
+    caller = await authorize(request, operation)
     event = _event(request)
     user_id = path_id(request, "user_id")
+    directory = request.app[DIRECTORY]
+    change = directory.assign_dispatcher if operation is Operation.DISPATCHERS_ASSIGN else directory.unassign_dispatcher
     with directory_errors():
-        request.app[DIRECTORY].assign_dispatcher(event.id, user_id)
-    await after_write(request, caller, "dispatcher.assign", event_id=event.id, event=event.name,
-                      user_id=user_id)
+        change(event.id, user_id)
+    await after_write(request, caller, kind, event_id=event.id, event=event.name, user_id=user_id)
     return ok()
+
+
+async def assign_dispatcher(request: web.Request) -> web.Response:
+    """Let a dispatch user manage the event (the directory refuses other roles: 400)."""
+    return await _change_dispatcher(request, Operation.DISPATCHERS_ASSIGN, "dispatcher.assign")
 
 
 async def unassign_dispatcher(request: web.Request) -> web.Response:
-    caller = await authorize(request, Operation.DISPATCHERS_UNASSIGN)
-    event = _event(request)
-    user_id = path_id(request, "user_id")
-    with directory_errors():
-        request.app[DIRECTORY].unassign_dispatcher(event.id, user_id)
-    await after_write(request, caller, "dispatcher.unassign", event_id=event.id, event=event.name,
-                      user_id=user_id)
-    return ok()
+    return await _change_dispatcher(request, Operation.DISPATCHERS_UNASSIGN, "dispatcher.unassign")
 
 
 # --- teams -------------------------------------------------------------------------

@@ -237,16 +237,22 @@ async def test_rtp_from_an_unknown_source_reaches_nobody(site):
         await close_all(talker, listener)
 
 
+async def talking(site, alpha, talker, listener):
+    """The talker holds alpha and is heard: the ingest log, what the listener receives,
+    and the talker's path (payload type, its last packet, its DTLS transport)."""
+    ingest = IngestLog(site)
+    received = Received(listener)
+    assert (await talker.talk(alpha))["granted"] is True
+    await until(lambda: len(received.packets) >= 10, "talker heard")
+    return ingest, received, talker_path(site, talker, ingest)
+
+
 async def test_packets_on_the_talkers_path_with_a_bad_srtp_tag_never_reach_a_listener(site):
     alpha = site.channels["alpha"]
     hub = site.hub
     talker, listener = await talker_and_listener(site, alpha)
     try:
-        ingest = IngestLog(site)
-        received = Received(listener)
-        assert (await talker.talk(alpha))["granted"] is True
-        await until(lambda: len(received.packets) >= 10, "talker heard")
-        payload_type, last, dtls = talker_path(site, talker, ingest)
+        ingest, received, (payload_type, last, dtls) = await talking(site, alpha, talker, listener)
         genuine = payload_of(last)  # a real Opus frame, decodable downstream
         for n in range(1, 51):
             protected = dtls._tx_srtp.protect(rtp(payload_type, n, n * 960, BAD_TAG_SSRC, genuine))
@@ -282,11 +288,7 @@ async def test_a_holders_second_ssrc_is_forwarded_to_every_listener(site):
     hub = site.hub
     talker, listener = await talker_and_listener(site, alpha)
     try:
-        ingest = IngestLog(site)
-        received = Received(listener)
-        assert (await talker.talk(alpha))["granted"] is True
-        await until(lambda: len(received.packets) >= 10, "talker heard")
-        payload_type, last, dtls = talker_path(site, talker, ingest)
+        ingest, received, (payload_type, last, dtls) = await talking(site, alpha, talker, listener)
         genuine, seq = payload_of(last), struct.unpack_from("!H", last, 2)[0]
         # A second stream whose sequence runs 20,000 ahead of the first, then the first
         # goes on: one of the two is far outside every listener's SRTP replay window
