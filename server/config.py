@@ -42,6 +42,16 @@ class ServerConfig:
     # with the prefix, so several sites can share one Redis.
     redis_url: str | None = None
     redis_prefix: str = "vpdesk:"
+    # With Redis, the node is one of several (server.cluster). `node_id` names it in the
+    # registry and logs (default host:port); `public_url` is where clients reach it,
+    # handed to them in `hello` so that they can fail over (default: the listen URL).
+    # Media for listeners on other nodes goes over UDP from `relay_listen`; other nodes
+    # send to `relay_announce` (default: the bound address). 127.0.0.1 only reaches
+    # nodes on this machine.
+    node_id: str | None = None
+    public_url: str | None = None
+    relay_listen: str = "127.0.0.1:0"
+    relay_announce: str | None = None
     floor_lease_ms: int = 3000
     max_talk_ms: int = 60_000
     # Access tokens are short-lived; a refresh token (rotated on every use) gets new ones.

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # Returned by held_by() for a session that talks nowhere: shared, so the hot path never
 # allocates.
 _NO_CHANNELS: frozenset[int] = frozenset()
+_REASONS = frozenset(r.value for r in RevokeReason)
 
 
 @dataclass(slots=True)
@@ -81,6 +82,7 @@ class FloorController:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_event: Callable[[FloorEvent], None],
+        on_change: Callable[[int, str | None, str | None], None] | None = None,
     ) -> None:
         if lease_ms <= 0 or max_talk_ms <= 0:
             raise ValueError(f"lease_ms and max_talk_ms must be positive, got {lease_ms}, {max_talk_ms}")
@@ -90,6 +92,9 @@ class FloorController:
         self._clock = clock
         self._wall_clock = wall_clock
         self._on_event = on_event
+        # Told (channel, revoked session or None, reason or None) whenever this controller
+        # has changed a floor in the store, so that other nodes look at it (the cluster).
+        self.on_change = on_change
         self._owned: dict[int, _Owned] = {}
         self._view: dict[int, FloorLease] = {}
         self._held: dict[str, set[int]] = {}
@@ -135,6 +140,18 @@ class FloorController:
         if lease is None:
             return {"state": "idle"}
         return {"state": "taken", "holder": Holder.from_lease(lease).to_wire(), "since": lease.since}
+
+    async def observe(
+        self, channel_id: int, revoked_session: str | None = None, reason: str | None = None
+    ) -> None:
+        """Another node changed the channel's floor: read it from the store and tell our
+        members. `revoked_session`/`reason` say why a lease was taken away, for when the
+        talker is ours (an admin on another node removed them)."""
+        hint = None
+        if revoked_session is not None and reason in _REASONS:
+            hint = (revoked_session, RevokeReason(reason))
+        async with self._lock(channel_id):
+            self._reconcile(channel_id, await self._store.floor_get(channel_id), hint)
 
     # ------------------------------------------------------------------ requests
 
@@ -185,6 +202,7 @@ class FloorController:
                 owned.lease = upgraded
                 self._view[ch] = upgraded
                 log.info("floor ch=%s session=%s upgraded to emergency", ch, lease.session_id)
+                self._changed(ch)
         else:
             still_ours = await self._store.floor_renew(ch, lease.token, self._lease_ms)
         if not still_ours:
@@ -255,6 +273,10 @@ class FloorController:
         held.add(ch)
         log.info("floor ch=%s session=%s granted (%s)", ch, lease.session_id, lease.priority)
         self._emit(FloorTaken(ch, Holder.from_lease(lease), lease.since))
+        if displaced is not None and displaced.session_id != lease.session_id:
+            self._changed(ch, displaced.session_id, RevokeReason.PREEMPTED)
+        else:
+            self._changed(ch)
 
     # ------------------------------------------------------------------ releases
 
@@ -293,6 +315,7 @@ class FloorController:
             log.info("floor ch=%s session=%s revoked: %s", channel_id, lease.session_id, reason)
             self._emit(FloorRevoked(channel_id, lease.session_id, reason))
             self._emit(FloorIdle(channel_id))
+            self._changed(channel_id, lease.session_id, reason)
             return True
 
     async def release_session(
@@ -327,6 +350,7 @@ class FloorController:
         try:
             if await self._store.floor_release(ch, lease.token):
                 self._emit(FloorIdle(ch))
+                self._changed(ch)
             else:
                 # The lease had already gone (expired, or another node took it): say what
                 # the store holds now rather than a blind "idle".
@@ -393,16 +417,22 @@ class FloorController:
 
     # ------------------------------------------------------------------ local state
 
-    def _reconcile(self, channel_id: int, lease: FloorLease | None) -> None:
+    def _reconcile(
+        self,
+        channel_id: int,
+        lease: FloorLease | None,
+        hint: tuple[str, RevokeReason] | None = None,
+    ) -> None:
         """Under the channel's lock: make the local view match ``lease`` (the store's
-        answer) and emit what members have not been told yet."""
+        answer) and emit what members have not been told yet. ``hint``: (session,
+        reason) another node gave for taking that session's lease away."""
         owned = self._owned.get(channel_id)
         if owned is not None:
             if lease is not None and lease.token == owned.lease.token:
                 return
             # Our lease is gone from the store: expired (we stalled or the store lost it)
             # or replaced by an emergency talker on another node.
-            reason = (
+            reason = hint[1] if hint is not None and hint[0] == owned.lease.session_id else (
                 RevokeReason.PREEMPTED
                 if lease is not None
                 and lease.priority == Priority.EMERGENCY
@@ -450,6 +480,15 @@ class FloorController:
         if lock is None:
             lock = self._locks[channel_id] = asyncio.Lock()
         return lock
+
+    def _changed(self, channel_id: int, revoked_session: str | None = None,
+                 reason: str | None = None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(channel_id, revoked_session, None if reason is None else str(reason))
+        except Exception:
+            log.exception("floor ch=%s on_change failed", channel_id)
 
     def _emit(self, event: FloorEvent) -> None:
         try:

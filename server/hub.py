@@ -18,6 +18,7 @@ from .config import ServerConfig
 from .directory import Directory, User
 from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
+from .cluster.relay import lease_tag
 from .media.forwarder import ChannelFanout
 from .media.peer import ServerPeer
 from .protocol import CloseCode
@@ -25,6 +26,7 @@ from .session import ClientSession, SessionState, new_session_id
 from .state.base import LiveStore
 
 if TYPE_CHECKING:
+    from .cluster.cluster import Cluster
     from .logins import LoginStore
     from .transmissions import TransmissionLog
 
@@ -74,10 +76,19 @@ class Hub:
         # The audit log's transmission records (create_app sets it); signaling reports
         # denied presses to it.
         self.transmissions: TransmissionLog | None = None
+        # The other nodes of the site (None: this node is the whole site). Set before
+        # start(); see server.cluster.
+        self.cluster: Cluster | None = None
+        self.packets_relayed_in = 0
+        self.packets_relayed_stale = 0
+        self._stale_looks: dict[int, float] = {}
 
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.cluster is not None:
+            self.floor.on_change = self.cluster.floor_changed
+            await self.cluster.start(self)
         await self.floor.start()
         self._revision = self.directory.revision()
         self._tasks = [
@@ -100,8 +111,11 @@ class Hub:
                 pass
         self._tasks = []
         for session in list(self.sessions.values()):
-            await self.close_session(session)
+            # Kept in the site's records: the clients resume on another node.
+            await self.close_session(session, forget=False)
         await self.floor.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
     # --- sessions ------------------------------------------------------------------
 
@@ -141,17 +155,49 @@ class Hub:
         await session.stop_writer(flush=False)
         session.log.info("detached; resumable for %.0f s", RESUME_GRACE_S)
 
-    async def close_session(self, session: ClientSession) -> None:
+    async def close_session(self, session: ClientSession, *, forget: bool = True) -> None:
+        """End a session here. `forget`: for good, on every node (its record goes); else
+        only this node's copy (shutting down, or the session moved to another node)."""
         if session.state is SessionState.CLOSED:
             return
         session.state = SessionState.CLOSED
+        if forget and self.cluster is not None:
+            self.cluster.forget_session(session.id)
         await self.floor.release_session(session.id, RevokeReason.DISCONNECTED)
         await self._close_media(session)
         await session.stop_writer(flush=False)
         for members in self.members.values():
             members.discard(session)
         self.sessions.pop(session.id, None)
-        session.log.info("closed")
+        session.log.info("closed" if forget else "closed on this node")
+
+    def resumable_sessions(self) -> list[ClientSession]:
+        return [s for s in self.sessions.values() if s.state is not SessionState.CLOSED]
+
+    async def adopt_session(self, session_id: str, user: User) -> bool:
+        """`resume` named a session this node does not have: take it over from the
+        site's records (its node died, or the client moved). True when adopted; it is
+        then a detached session here that `open_session` resumes."""
+        if self.cluster is None or session_id in self.sessions:
+            return False
+        record = await self.cluster.load_session(session_id)
+        if record is None or record.user_id != user.id:
+            return False
+        session = ClientSession(session_id, user, {}, login_id=record.login_id)
+        session.state = SessionState.DETACHED
+        session.detached_at = time.monotonic()
+        session.joined = set(record.joined)
+        session.muted = set(record.muted) & session.joined
+        self.sessions[session_id] = session
+        await self.cluster.claim_session(session)
+        session.log.info("taken over from node %s", record.node)
+        return True
+
+    async def session_moved(self, session_id: str) -> None:
+        """Another node took over the session: drop our detached copy (not its record)."""
+        session = self.sessions.get(session_id)
+        if session is not None and session.state is SessionState.DETACHED:
+            await self.close_session(session, forget=False)
 
     async def end_sessions(
         self, *, user_id: int | None = None, login_id: str | None = None, reason: str
@@ -191,6 +237,7 @@ class Hub:
             fanout = self.fanouts.get(channel_id)
             if slot is not None and fanout is not None and slot.output is not None:
                 fanout.remove(slot.output)
+                self._listeners_changed(fanout)
         await peer.close()
 
     async def _expire_detached(self) -> None:
@@ -227,14 +274,37 @@ class Hub:
         if len(data) < 12 or (data[1] & 0x7F) != session.microphone_payload_type:
             return
         peer = session.peer
+        cluster = self.cluster
         for channel_id in channels:
-            fanout = self.fanouts.get(channel_id)
             lease = self.floor.current(channel_id)
-            if fanout is None or lease is None:
+            if lease is None:
+                continue
+            if cluster is not None:
+                cluster.relay_packet(channel_id, lease.token, data)
+            fanout = self.fanouts.get(channel_id)
+            if fanout is None:
                 continue
             own = peer.slot_for(channel_id) if peer is not None else None
             # The lease token is new per grant: each transmission is a new run downstream.
             fanout.forward(lease.token, data, exclude=own.output if own is not None else None)
+
+    def ingest_relayed(self, channel_id: int, tag: bytes, data: bytes) -> None:
+        """A packet another node relayed (genuine: the relay checked it): to our
+        listeners, if it belongs to the lease we know for the channel. A packet of an
+        earlier grant is dropped; one of a grant we have not heard of yet makes us look
+        at the store (at most every 100 ms per channel)."""
+        lease = self.floor.current(channel_id)
+        if lease is None or lease_tag(lease.token) != tag:
+            self.packets_relayed_stale += 1
+            now = time.monotonic()
+            if now - self._stale_looks.get(channel_id, 0.0) >= 0.1 and self.cluster is not None:
+                self._stale_looks[channel_id] = now
+                self.cluster.spawn(self.floor.observe(channel_id), "floor look")
+            return
+        self.packets_relayed_in += 1
+        fanout = self.fanouts.get(channel_id)
+        if fanout is not None:
+            fanout.forward(lease.token, data)
 
     def fanout(self, channel_id: int) -> ChannelFanout:
         fanout = self.fanouts.get(channel_id)
@@ -248,10 +318,12 @@ class Hub:
         slot = peer.slot_for(channel_id) if peer is not None else None
         if slot is None or slot.output is None:
             return
+        fanout = self.fanout(channel_id)
         if channel_id in session.muted:
-            self.fanout(channel_id).remove(slot.output)
+            fanout.remove(slot.output)
         else:
-            self.fanout(channel_id).add(slot.output)
+            fanout.add(slot.output)
+        self._listeners_changed(fanout)
 
     def unlisten(self, session: ClientSession, channel_id: int) -> None:
         peer = session.peer
@@ -259,6 +331,11 @@ class Hub:
         fanout = self.fanouts.get(channel_id)
         if slot is not None and fanout is not None and slot.output is not None:
             fanout.remove(slot.output)
+            self._listeners_changed(fanout)
+
+    def _listeners_changed(self, fanout: ChannelFanout) -> None:
+        if self.cluster is not None:
+            self.cluster.set_listening(fanout.channel_id, bool(fanout.outputs))
 
     def rebind_joined(self, session: ClientSession) -> list[dict[str, Any]]:
         """After an offer: bind remembered joins (from `resume`) that have no slot yet."""
@@ -384,4 +461,9 @@ class Hub:
             "bytes_forwarded": sum(f.bytes_out for f in self.fanouts.values()),
             "packets_dropped_no_floor": self.packets_dropped_no_floor,
             "uptime_s": round(time.time() - self.started_at, 1),
+            **({} if self.cluster is None else {
+                **self.cluster.stats(),
+                "packets_relayed_in": self.packets_relayed_in,
+                "packets_relayed_stale": self.packets_relayed_stale,
+            }),
         }

@@ -37,6 +37,17 @@ class LiveStoreClosedError(LiveStoreError):
     """A method was called after ``close()``."""
 
 
+class LiveStoreRecovering(LiveStoreError):
+    """The store lost its data (Redis restarted without persistence): floors are not
+    granted until every lease it lost has been noticed by its holder (one lease)."""
+
+    def __init__(self, wait_ms: int) -> None:
+        super().__init__(
+            f"the site's state store restarted and lost its floors; grants resume in {wait_ms} ms"
+        )
+        self.wait_ms = wait_ms
+
+
 @dataclass(frozen=True)
 class FloorLease:
     """Who holds one channel's floor, stored under the channel's key.
@@ -107,6 +118,12 @@ class LiveStore(abc.ABC):
     @abc.abstractmethod
     async def floor_get(self, channel_id: int) -> FloorLease | None:
         """The channel's live lease, or None when the floor is idle."""
+
+    async def detect_data_loss(self, quiet_ms: int) -> bool:
+        """Look whether the store lost its data since this object last looked; if so,
+        hold grants for ``quiet_ms`` (see LiveStoreRecovering). True when this call found
+        a loss. A store in this process cannot lose data: False."""
+        return False
 
     @abc.abstractmethod
     async def ping(self) -> bool:

@@ -25,18 +25,55 @@ local function token_of(value)
 end
 """
 
+# Shared by the epoch-checking scripts. The epoch key names the life of this Redis's
+# data: a random value set by the first node. When a node that knew an epoch finds none,
+# Redis has lost its data (restarted without persistence) and every lease with it, while
+# the nodes' talkers still believe they hold their floors until their next renewal fails
+# (within a third of a lease). So the discovering node also sets the quiet key for one
+# lease: no floor is granted until it expires, and no floor is ever granted twice.
+_EPOCH_OF = """
+local function epoch_of(epoch_key, quiet_key, known, candidate, quiet_ms)
+  local current = redis.call('GET', epoch_key)
+  if current then return current end
+  redis.call('SET', epoch_key, candidate)
+  if known ~= '' then
+    redis.call('SET', quiet_key, '1', 'PX', quiet_ms)
+  end
+  return candidate
+end
+"""
+
+# KEYS[1]  the epoch key      KEYS[2]  the quiet key
+# ARGV[1]  the epoch this node knows ('' when none yet)
+# ARGV[2]  a fresh epoch to set if there is none
+# ARGV[3]  the quiet period, milliseconds (one lease)
+# returns  {epoch, quiet milliseconds left (<= 0: none)}
+EPOCH_CHECK = _EPOCH_OF + """
+local epoch = epoch_of(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+return {epoch, redis.call('PTTL', KEYS[2])}
+"""
+
 # KEYS[1]  the channel's floor key
+# KEYS[2]  the epoch key      KEYS[3]  the quiet key
 # ARGV[1]  the new lease (JSON)
-# ARGV[2]  time to live, milliseconds
-# returns  nil when the lease was stored (the floor was idle);
-#          the current lease (JSON) when the floor is taken
+# ARGV[2]  time to live, milliseconds (also the quiet period after a data loss)
+# ARGV[3]  the epoch this node knows ('' when none yet)
+# ARGV[4]  a fresh epoch to set if there is none
+# returns  {0, epoch} when the lease was stored (the floor was idle);
+#          {1, epoch, current lease (JSON)} when the floor is taken;
+#          {2, epoch, quiet milliseconds left} while grants wait out a data loss
 # One script rather than SET NX then GET: between the two, the holder could release or
 # expire and we would report a holder that no longer exists (or nil while taken).
-FLOOR_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return false
+FLOOR_ACQUIRE = _EPOCH_OF + """
+local epoch = epoch_of(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[2])
+local quiet = redis.call('PTTL', KEYS[3])
+if quiet > 0 then
+  return {2, epoch, quiet}
 end
-return redis.call('GET', KEYS[1])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, epoch}
+end
+return {1, epoch, redis.call('GET', KEYS[1])}
 """
 
 # KEYS[1]  the channel's floor key

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -23,7 +24,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from server.state import redis_scripts
-from server.state.base import FloorLease, LiveStore, LiveStoreClosedError, LiveStoreError, check_ttl
+from server.state.base import (
+    FloorLease,
+    LiveStore,
+    LiveStoreClosedError,
+    LiveStoreError,
+    LiveStoreRecovering,
+    check_ttl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,10 @@ class RedisLiveStore(LiveStore):
         self._replace = client.register_script(redis_scripts.FLOOR_REPLACE)
         self._renew = client.register_script(redis_scripts.FLOOR_RENEW)
         self._release = client.register_script(redis_scripts.FLOOR_RELEASE)
+        self._epoch_check = client.register_script(redis_scripts.EPOCH_CHECK)
+        # The life of Redis's data as this object last saw it ('' before the first look):
+        # finding it gone means Redis lost every lease (see redis_scripts._EPOCH_OF).
+        self._epoch = ""
         self._closed = False
 
     @classmethod
@@ -102,13 +114,43 @@ class RedisLiveStore(LiveStore):
         """The Redis key of a channel's floor lease."""
         return f"{self._prefix}floor:{channel_id}"
 
+    @property
+    def _epoch_key(self) -> str:
+        return f"{self._prefix}epoch"
+
+    @property
+    def _quiet_key(self) -> str:
+        return f"{self._prefix}grants-quiet"
+
     # ------------------------------------------------------------------ LiveStore
 
     async def floor_acquire(self, lease: FloorLease, ttl_ms: int) -> FloorLease | None:
         check_ttl(ttl_ms)
-        current = await self._script("floor_acquire", self._acquire, lease.channel_id,
-                                     lease.encode(), ttl_ms)
-        return None if current is None else FloorLease.decode(current)
+        self._check_open("floor_acquire")
+        reply = await self._call("floor_acquire", self._acquire(
+            keys=[self.key(lease.channel_id), self._epoch_key, self._quiet_key],
+            args=[lease.encode(), ttl_ms, self._epoch, _new_epoch()],
+        ))
+        status, self._epoch = int(reply[0]), _text(reply[1])
+        if status == 0:
+            return None
+        if status == 2:
+            raise LiveStoreRecovering(int(reply[2]))
+        return FloorLease.decode(reply[2])
+
+    async def detect_data_loss(self, quiet_ms: int) -> bool:
+        check_ttl(quiet_ms)
+        self._check_open("detect_data_loss")
+        known = self._epoch
+        reply = await self._call("detect_data_loss", self._epoch_check(
+            keys=[self._epoch_key, self._quiet_key], args=[known, _new_epoch(), quiet_ms],
+        ))
+        self._epoch = _text(reply[0])
+        lost = known != "" and known != self._epoch
+        if lost:
+            log.warning("redis store %s lost its data (restarted without persistence?): "
+                        "floors are granted again in %d ms", self._name, int(reply[1]))
+        return lost
 
     async def floor_replace(self, lease: FloorLease, expected_token: str, ttl_ms: int) -> bool:
         check_ttl(ttl_ms)
@@ -164,3 +206,11 @@ class RedisLiveStore(LiveStore):
             # Debug only: the caller sees the LiveStoreError and logs what it means.
             log.debug("redis store %s: %s failed: %s", self._name, operation, exc)
             raise LiveStoreError(f"redis at {self._name} failed during {operation}: {exc}") from exc
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -124,13 +124,17 @@ async def test_redis_outage_and_return_without_restarting_the_node(site, redis_s
         finally:
             await asyncio.to_thread(redis_server.start)
 
-        # Back without a node restart. Redis lost every lease (nothing is saved): the
-        # node takes alpha from a before granting it to anyone else.
+        # Back without a node restart. Redis lost every lease (nothing is saved): grants
+        # wait one lease, in which the node takes alpha from a, so that nobody else is
+        # granted while a still believes it talks.
         status, body = await health(http, site.url)
         assert (status, body["status"]) == (200, "ok")
-        assert (await b.talk(alpha))["granted"] is True
-        revoked = await a.signaling.next_event("floor_revoked")
+        with pytest.raises(RequestError) as raised:
+            await b.talk(alpha)
+        assert raised.value.code == "unavailable" and "grants resume in" in str(raised.value)
+        revoked = await a.signaling.next_event("floor_revoked", timeout=3.0)
         assert revoked["channel"] == alpha
+        assert (await talk_once_grants_resume(b, alpha))["granted"] is True
         assert not site.hub.floor.held_by(a.session_id)
         assert site.hub.floor.held_by(b.session_id) == {alpha}
         denied = await a.talk(alpha)
@@ -154,9 +158,21 @@ async def test_release_while_redis_is_down(site, redis_server):
             assert not site.hub.floor.held_by(a.session_id)
         finally:
             await asyncio.to_thread(redis_server.start)
-        assert (await b.talk(alpha))["granted"] is True
+        assert (await talk_once_grants_resume(b, alpha))["granted"] is True
     finally:
         await close_all(a, b)
+
+
+async def talk_once_grants_resume(client: PttClient, channel: int, within_s: float = 5.0) -> dict:
+    """Press until the store's quiet period after losing its data is over."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            return await client.talk(channel)
+        except RequestError as exc:
+            if exc.code != "unavailable" or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.1)
 
 
 def test_unparsable_redis_url_is_a_config_error(tmp_path, capsys):

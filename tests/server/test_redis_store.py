@@ -8,10 +8,17 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from server.state.base import FloorLease, LiveStoreClosedError, LiveStoreError, Priority
+from server.state.base import (
+    FloorLease,
+    LiveStoreClosedError,
+    LiveStoreError,
+    LiveStoreRecovering,
+    Priority,
+)
 from server.state.redis_store import RedisLiveStore, redacted_url
 
 TTL_MS = 10_000
+QUIET_MS = 1000
 # A bound so that a hung call fails the test instead of the whole run; never a speed check.
 HANG_BOUND_S = 15
 
@@ -74,6 +81,16 @@ async def test_outage_raises_then_the_same_store_works_again(redis_server, store
     # Redis has never seen) are loaded again. Nothing was saved, so the floor is idle.
     assert await store.ping() is True
     assert await store.floor_get(1) is None
+    # Redis lost its data, and this store knew the data before: no grant for one lease,
+    # for any store of the site, so that a talker who held a floor learns it lost it
+    # (its renewal fails) before anyone else can be granted.
+    with pytest.raises(LiveStoreRecovering) as raised:
+        await store.floor_acquire(lease(token="t4"), QUIET_MS)  # the lease is the quiet time
+    assert 0 < raised.value.wait_ms <= QUIET_MS
+    with pytest.raises(LiveStoreRecovering):
+        await stores[1].floor_acquire(lease(token="t5", session="s5"), TTL_MS)
+    assert not await store.detect_data_loss(QUIET_MS)  # found once, by the acquire
+    await asyncio.sleep(raised.value.wait_ms / 1000 + 0.05)
     assert await store.floor_acquire(lease(token="t4"), TTL_MS) is None
     assert await store.floor_renew(1, "t4", TTL_MS)
     assert await stores[1].floor_acquire(lease(token="t5", session="s5"), TTL_MS) == lease(token="t4")
@@ -121,7 +138,9 @@ async def test_prefixes_keep_sites_apart(redis_server, raw):
     try:
         assert await site_a.floor_acquire(lease(token="a"), TTL_MS) is None
         assert await site_b.floor_acquire(lease(token="b"), TTL_MS) is None
-        assert sorted(await raw.keys("*")) == [b"siteA:floor:1", b"siteB:floor:1"]
+        assert sorted(await raw.keys("*")) == [
+            b"siteA:epoch", b"siteA:floor:1", b"siteB:epoch", b"siteB:floor:1",
+        ]
         assert not await site_b.floor_release(1, "a")
         assert (await site_a.floor_get(1)).token == "a"
     finally:
@@ -131,7 +150,7 @@ async def test_prefixes_keep_sites_apart(redis_server, raw):
 
 async def test_default_prefix(stores, raw):
     await stores[0].floor_acquire(lease(channel_id=42), TTL_MS)
-    assert await raw.keys("*") == [b"vpdesk:floor:42"]
+    assert sorted(await raw.keys("*")) == [b"vpdesk:epoch", b"vpdesk:floor:42"]
 
 
 async def test_unreachable_from_the_start(redis_server):
@@ -165,3 +184,17 @@ async def test_closed_store(stores):
     with pytest.raises(LiveStoreClosedError):
         await store.floor_release(1, "t1")
     await store.close()
+
+
+async def test_data_loss_is_noticed_by_the_heartbeat_check_too(redis_server, stores):
+    store, other = stores
+    assert not await store.detect_data_loss(TTL_MS)  # first look: learns the epoch
+    assert not await other.detect_data_loss(TTL_MS)
+    assert await other.floor_acquire(lease(token="t1"), TTL_MS) is None  # no quiet period
+    await asyncio.to_thread(redis_server.flushall)  # what a restart without persistence does
+    assert await store.detect_data_loss(TTL_MS) is True
+    # Every node notices (each puts back what it keeps), but only once.
+    assert await other.detect_data_loss(TTL_MS) is True
+    assert await other.detect_data_loss(TTL_MS) is False
+    with pytest.raises(LiveStoreRecovering):
+        await other.floor_acquire(lease(token="t2", session="s2"), TTL_MS)
