@@ -16,12 +16,13 @@ from .api.guard import bearer_token, caller_of_token
 from .api.routes import add_api_routes
 from .api.token_routes import add_token_routes
 from .app_keys import AUDIT, CONFIG, DIRECTORY, HUB, LOGINS, STORE, TOKENS
-from .audit import AuditLog
-from .auth import TokenIssuer, load_or_create_secret
+from .audit_redis import open_audit_log
+from .auth import TokenIssuer
+from .cluster.site import open_cluster, token_secret
 from .config import ServerConfig
 from .directory import Directory
 from .hub import Hub
-from .logins import LoginStore
+from .logins_redis import open_login_store
 from .signaling import websocket_handler
 from .transmissions import attach_transmission_log
 from .state.base import LiveStore
@@ -76,16 +77,19 @@ async def _stores_context(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: ServerConfig, store: LiveStore, directory: Directory) -> web.Application:
     """The node's application. The caller owns `store` and `directory` (and closes them)."""
     app = web.Application(client_max_size=256 * 1024, middlewares=[api_errors])
-    tokens = TokenIssuer(load_or_create_secret(config.data_dir), config.token_ttl_s)
-    logins = LoginStore.open(config.data_dir)
+    signing_key = token_secret(config)
+    tokens = TokenIssuer(signing_key, config.token_ttl_s)
+    logins = open_login_store(config.data_dir, config.redis_url, config.redis_prefix)
     hub = Hub(config, directory, store, logins=logins)
+    hub.cluster = open_cluster(config, store, signing_key)
     app[CONFIG] = config
     app[DIRECTORY] = directory
     app[STORE] = store
     app[HUB] = hub
     app[TOKENS] = tokens
     app[LOGINS] = logins
-    app[AUDIT] = AuditLog.open(config.data_dir)
+    app[AUDIT] = open_audit_log(config.data_dir, config.redis_url, config.redis_prefix,
+                                node_id=hub.cluster.node_id if hub.cluster else "")
     hub.transmissions = attach_transmission_log(hub, app[AUDIT])
     add_token_routes(app)
     add_api_routes(app)

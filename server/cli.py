@@ -1,11 +1,12 @@
 """The `vpserver` command: run a node, or provision users, events, teams, channels,
 memberships and settings, or read the audit log.
 
-Provisioning commands open the directory file directly, with the server stopped or
-running (SQLite WAL lets both use it; the server notices changes by the revision). They
-act as an admin would, record their changes in the audit log, and end the logins of a
-user whose password changes or who is removed. This module parses; the handlers are in
-`server.cli_commands`. docs/cli.md shows every command.
+Provisioning commands open the directory directly, with the server stopped or running:
+the SQLite file (WAL lets both use it), or the site's Redis when `--redis` or the config's
+`redis_url` says so; the servers notice changes by the revision. They act as an admin
+would, record their changes in the audit log, and end the logins of a user whose password
+changes or who is removed. This module parses; the handlers are in `server.cli_commands`.
+docs/cli.md shows every command.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from server import __version__
 from server import cli_commands as commands
 from server.cli_commands import PROG, CommandError, Context
 from server.config import ConfigError, load_config, parse_listen
-from server.directory import Directory, DirectoryError, Role
+from server.directory import DirectoryError, Role
+from server.directory_redis import open_directory
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,22 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turn-secret-file", type=Path, metavar="FILE",
                         help="file holding the TURN server's static-auth-secret")
     parser.add_argument("--redis", dest="redis_url", metavar="URL",
-                        help="keep live state (floor leases) in this Redis, shared by the "
-                             "site's nodes, e.g. redis://host:6379/0 (default: in this process)")
+                        help="keep live state (floor leases) and the directory in this Redis, "
+                             "shared by the site's nodes, e.g. redis://host:6379/0 (default: "
+                             "in this process and the data folder); give it before a "
+                             "provisioning command to change that site's directory")
+    parser.add_argument("--node-id", metavar="NAME",
+                        help="this node's name among the site's nodes (with --redis; "
+                             "default: host:port)")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="where clients reach this node, handed to them so that they can "
+                             "fail over to it (with --redis; default: the listen address)")
+    parser.add_argument("--relay", dest="relay_listen", metavar="HOST:PORT",
+                        help="UDP address for media to and from the site's other nodes "
+                             "(with --redis; default 127.0.0.1:0, this machine only)")
+    parser.add_argument("--relay-announce", metavar="HOST:PORT",
+                        help="the relay address other nodes send to, when it differs from "
+                             "--relay (NAT, containers)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
 
 
@@ -166,15 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         return _run_server(args)
     try:
-        args.data_dir = _data_dir(args)
+        site = load_config(args.config).with_overrides(data_dir=args.data,
+                                                       redis_url=args.redis_url)
     except ConfigError as exc:
         return _fail(exc, EXIT_USAGE)
+    args.data_dir = site.data_dir
     try:
         if args.command == "audit":
-            commands.audit(args.data_dir, args.limit, args.kind)
+            # The site's log: in its Redis when --redis or the config file names one.
+            commands.audit(args.data_dir, args.limit, args.kind,
+                           redis_url=site.redis_url, redis_prefix=site.redis_prefix)
         else:
-            with Directory.open(args.data_dir) as directory:
-                context = Context(directory, args.data_dir)
+            # The site's directory: in Redis when the site keeps it there, so that every
+            # node sees the change; else the file in the data folder.
+            with open_directory(args.data_dir, site.redis_url, site.redis_prefix) as directory:
+                context = Context(directory, args.data_dir, redis_url=site.redis_url,
+                                  redis_prefix=site.redis_prefix)
                 args.handler(context, args)
             context.write_audit()
     except (DirectoryError, CommandError) as exc:
@@ -187,12 +210,6 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(message: object, code: int = EXIT_ERROR) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return code
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    if args.data is not None:
-        return args.data
-    return load_config(args.config).data_dir
 
 
 def _run_server(args: argparse.Namespace) -> int:
@@ -214,7 +231,14 @@ def _run_server(args: argparse.Namespace) -> int:
             turn_urls=args.turn_urls,
             redis_url=args.redis_url,
             turn_secret=_read_secret(args.turn_secret_file),
+            node_id=args.node_id,
+            public_url=args.public_url,
+            relay_listen=args.relay_listen,
+            relay_announce=args.relay_announce,
         )
+        for address in (config.relay_listen, config.relay_announce):
+            if address is not None:
+                parse_listen(address)  # ConfigError now rather than when the node starts
     except ConfigError as exc:
         return _fail(exc, EXIT_USAGE)
     configure_logging(args.verbose)

@@ -33,9 +33,19 @@ class Context:
     the logins and audit files beside it), and the changes to audit once it succeeded.
     Main thread only."""
 
-    def __init__(self, directory: Directory, data_dir: Path) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        data_dir: Path,
+        *,
+        redis_url: str | None = None,
+        redis_prefix: str = "vpdesk:",
+    ) -> None:
         self.directory = directory
         self.data_dir = data_dir
+        # A site on Redis keeps its logins and audit log there too (server.cluster).
+        self.redis_url = redis_url
+        self.redis_prefix = redis_prefix
         self._changes: list[tuple[str, dict]] = []
 
     def done(self, message: str, kind: str, **detail) -> None:
@@ -45,19 +55,22 @@ class Context:
 
     def end_logins(self, user: User) -> int:
         """End every login of a user (its sessions go with them); how many there were."""
-        from server.logins import LoginStore
+        from server.logins_redis import open_login_store
 
-        with LoginStore.open(self.data_dir) as logins:
+        logins = open_login_store(self.data_dir, self.redis_url, self.redis_prefix)
+        try:
             return logins.revoke_user(user.id)
+        finally:
+            logins.close()
 
     def write_audit(self) -> None:
         if not self._changes:
             return
-        from server.audit import AuditLog
+        from server.audit_redis import AuditStoreError, open_audit_log
 
         try:
-            log = AuditLog.open(self.data_dir)
-        except (sqlite3.Error, OSError) as exc:
+            log = open_audit_log(self.data_dir, self.redis_url, self.redis_prefix, node_id=PROG)
+        except (sqlite3.Error, OSError, AuditStoreError) as exc:
             # The change is made; failing the command now would suggest it was not.
             print(f"{PROG}: warning: could not write the audit log: {exc}", file=sys.stderr)
             return
@@ -361,25 +374,46 @@ def settings_set(c: Context, args) -> None:
            **{args.key: value})
 
 
-def audit(data_dir: Path, limit: int, kind: str | None) -> None:
-    """Print the newest `limit` audit entries (of `kind`), one aligned line each."""
-    from server.audit import AuditLog
-
+def audit(data_dir: Path, limit: int, kind: str | None, *, redis_url: str | None = None,
+          redis_prefix: str = "vpdesk:") -> None:
+    """Print the newest `limit` audit entries (of `kind`), one aligned line each: from
+    the data folder's file, or with `redis_url` from the site's log in that Redis (then
+    with the node that wrote each entry before its detail)."""
     if limit < 1:
         raise CommandError(f"--limit must be at least 1, not {limit}")
-    log = AuditLog.open(data_dir)
-    try:
-        entries = log.query(limit=limit, kind=kind)
-    finally:
-        log.close()
+    if redis_url is None:
+        from server.audit import AuditLog
+
+        log = AuditLog.open(data_dir)
+        try:
+            entries = log.query(limit=limit, kind=kind)
+        finally:
+            log.close()
+    else:
+        entries = _redis_audit_entries(redis_url, redis_prefix, limit, kind)
     if not entries:
         print("no audit entries")
         return
     _print_aligned([
         (datetime.fromtimestamp(e["at"]).isoformat(timespec="seconds"), e["kind"], e["actor"],
-         e["address"], _compact(e["detail"]))
+         e["address"], *([e["node"]] if "node" in e else []), _compact(e["detail"]))
         for e in entries
     ], ids_first=False)
+
+
+def _redis_audit_entries(url: str, prefix: str, limit: int, kind: str | None) -> list[dict]:
+    from server.audit_redis import AuditStoreError, RedisAuditLog
+
+    try:
+        log = RedisAuditLog(url, prefix=prefix)
+    except AuditStoreError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return log.query(limit=limit, kind=kind, include_node=True)
+    except AuditStoreError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        log.close()
 
 
 def _compact(detail: dict) -> str:

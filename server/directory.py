@@ -9,7 +9,8 @@ CLI.
 
 This module holds the connection, users and memberships; events, teams and channels are
 in `server.directory_events`, settings in `server.directory_settings`, the tables and the
-v1 migration in `server.directory_schema`. Callers import everything from here.
+v1 migration in `server.directory_schema`. Callers import everything from here. A site
+of several nodes keeps the same directory in Redis (`server.directory_redis`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from server.directory_model import (
     AlreadyExists,
     Channel,
     DirectoryError,
+    DirectoryUnavailable,
     Event,
     InvalidName,
     InvalidPassword,
@@ -48,9 +50,10 @@ from server.directory_settings import DEFAULT_SETTINGS, SettingsMixin
 
 __all__ = [
     "DIRECTORY_FILENAME", "MAX_NAME_LENGTH", "SCHEMA_VERSION", "DEFAULT_SETTINGS",
-    "AlreadyExists", "Channel", "Directory", "DirectoryError", "Event", "InvalidName",
-    "InvalidPassword", "InvalidPlacement", "InvalidRole", "InvalidSetting", "LastAdmin",
-    "NotFound", "Role", "Team", "User", "hash_password", "normalize_name", "verify_password",
+    "AlreadyExists", "Channel", "Directory", "DirectoryError", "DirectoryUnavailable",
+    "Event", "InvalidName", "InvalidPassword", "InvalidPlacement", "InvalidRole",
+    "InvalidSetting", "LastAdmin", "NotFound", "Role", "Team", "User", "hash_password",
+    "normalize_name", "verify_password",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +107,13 @@ class Directory(EventsMixin, SettingsMixin):
     def open(cls, data_dir: Path) -> "Directory":
         """The directory in a data folder (`data_dir/directory.sqlite3`)."""
         return cls(Path(data_dir) / DIRECTORY_FILENAME)
+
+    def open_worker_copy(self) -> "Directory":
+        """Another instance on the same directory, for a worker thread (this one's
+        connection is not shared across threads): e.g. to hash a password off the loop.
+        Its writes are seen by this instance's `revision()` when they return. Close it
+        after use. Safe to call from any thread."""
+        return Directory(self.path)
 
     def close(self) -> None:
         self._conn.close()

@@ -105,6 +105,11 @@ class LastAdmin(DirectoryError):
     """The change would leave the site without an admin."""
 
 
+class DirectoryUnavailable(DirectoryError):
+    """The directory's shared store (Redis) did not answer or refused the change; nothing
+    was changed. Reads keep working from the last copy."""
+
+
 def normalize_name(name: str, what: str = "name") -> str:
     """The stripped name, or InvalidName naming `what` and the offending value."""
     if not isinstance(name, str):

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .cluster.relay import lease_tag
 from .config import ServerConfig
 from .directory import Directory, User
 from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
-from .cluster.relay import lease_tag
+from .logins import LoginStoreUnavailable
 from .media.forwarder import ChannelFanout
 from .media.peer import ServerPeer
 from .protocol import CloseCode
@@ -419,7 +420,12 @@ class Hub:
         live = [s for s in self.sessions.values() if s.login_id is not None and s.state is not SessionState.CLOSED]
         if not live:
             return
-        active = self.logins.active_among(s.login_id for s in live)
+        try:
+            active = self.logins.active_among(s.login_id for s in live)
+        except LoginStoreUnavailable as exc:
+            # Not known now; the next look (every DIRECTORY_POLL_S) asks again.
+            logger.warning("logins unavailable; revoked logins are ended later: %s", exc)
+            return
         revoked = [s for s in live if s.login_id not in active]
         if revoked:
             await self._end(revoked, "login ended")

@@ -68,6 +68,11 @@ CREATE INDEX IF NOT EXISTS spent_by_login ON spent_refresh(login_id)
 """
 
 
+class LoginStoreUnavailable(Exception):
+    """The logins' shared store (Redis, server.logins_redis) cannot be reached: the
+    request can neither be granted nor refused now; the caller answers "unavailable"."""
+
+
 class RefreshRefused(Exception):
     """A refresh token was refused; `reason` is "unknown", "expired" or "reused"."""
 

@@ -18,8 +18,10 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import create_app
+from .app_keys import HUB
 from .config import ConfigError, ServerConfig
 from .directory import Directory
+from .directory_redis import open_directory
 from .media import aiortc_hooks
 from .state.base import LiveStore, LiveStoreError
 from .state.memory import MemoryLiveStore
@@ -76,7 +78,8 @@ class EmbeddedServer:
         if self.store is None:  # first: a bad redis_url then leaves nothing open
             self.store = await open_live_store(config)
         if self.directory is None:
-            self.directory = Directory.open(config.data_dir)
+            self.directory = open_directory(config.data_dir, config.redis_url,
+                                            config.redis_prefix)
         self.app = create_app(config, self.store, self.directory)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -99,6 +102,9 @@ class EmbeddedServer:
         self.port = sock.getsockname()[1]
         site = web.SockSite(self._runner, sock, ssl_context=self._tls.context if self._tls else None)
         await site.start()
+        cluster = self.app[HUB].cluster
+        if cluster is not None:
+            await cluster.announce(config.public_url or self.url)
         if self._tls is not None:
             kind = "self-signed certificate" if self._tls.self_signed else "certificate"
             logger.info("serving on %s (data %s; %s %s, SHA-256 %s)", self.url, config.data_dir,

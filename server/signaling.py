@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from .auth import TokenError, TokenIssuer
 from .floor_events import Denial
 from .hub import MAX_CLOSE_REASON_BYTES, Hub
+from .logins import LoginStoreUnavailable
 from .media.peer import BadOffer, MediaNotReady, NoFreeSlot
 from .protocol import (
     CloseCode,
@@ -37,7 +38,7 @@ from .protocol import (
 )
 from .ratelimit import FailureLimiter, TokenBucket
 from .session import ClientSession
-from .state.base import LiveStoreError
+from .state.base import LiveStoreError, LiveStoreRecovering
 from .turn import ice_servers_for
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,13 @@ async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
         claims = conn.tokens.verify_claims(token)
     except TokenError as exc:
         raise refuse_hello(conn, f"token {exc.reason}") from None
-    if not conn.hub.login_active(claims.login_id):
+    try:
+        active = conn.hub.login_active(claims.login_id)
+    except LoginStoreUnavailable as exc:
+        # Neither yes nor no: the socket stays open and the client may say hello again.
+        logger.warning("hello from %s refused: %s", conn.peer_name, exc)
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the server cannot reach its shared state; try again") from None
+    if not active:
         raise refuse_hello(conn, "token revoked")
     user = conn.hub.directory.get_user(claims.user_id)
     if user is None:
@@ -116,12 +123,17 @@ async def handle_hello(conn: Connection, request: Request) -> dict[str, Any]:
     resume = request.body.get("resume")
     if resume is not None and not isinstance(resume, str):
         raise bad_request("'resume' must be a session id or null")
+    if resume is not None and resume not in conn.hub.sessions:
+        await conn.hub.adopt_session(resume, user)  # a session of another node of the site
     session, resumed = conn.hub.open_session(user, client or {}, resume, claims.login_id)
     conn.session = session
     session.attach(conn.ws.send_str, conn.ws)
     session.log.info("hello from %s (%s)", conn.peer_name, (client or {}).get("name", "?"))
     config = conn.hub.config
+    cluster = conn.hub.cluster
     return {
+        # The site's nodes, this one first, for clients that fail over (several nodes only).
+        **({"nodes": cluster.node_urls()} if cluster is not None else {}),
         "session": session.id,
         "resumed": resumed,
         "user": user.to_wire(),
@@ -257,6 +269,8 @@ async def dispatch(conn: Connection, text: str) -> None:
     except ProtocolError as exc:
         rid = request_id if request_id is not None else getattr(exc, "request_id", None)
         await conn.reply(error_response(rid, exc.code, exc.message))
+    except LiveStoreRecovering as exc:
+        await conn.reply(error_response(request_id, ErrorCode.UNAVAILABLE, str(exc)))
     except LiveStoreError as exc:
         logger.warning("request refused: state backend unreachable: %s", exc)
         await conn.reply(error_response(

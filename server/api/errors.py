@@ -13,6 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..audit_redis import AuditStoreError
+from ..directory_model import DirectoryUnavailable
+from ..logins import LoginStoreUnavailable
+from ..state.base import LiveStoreError
+
 logger = logging.getLogger(__name__)
 
 STATUS_OF_CODE = {
@@ -23,6 +28,7 @@ STATUS_OF_CODE = {
     "conflict": 409,
     "rate_limited": 429,
     "internal": 500,
+    "unavailable": 503,
 }
 
 
@@ -63,6 +69,10 @@ def conflict(message: str) -> ApiError:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The failures of the site's shared state (Redis): answered 503 `unavailable` wherever they
+# surface, in a login check, a directory write or an audit read.
+SHARED_STATE_DOWN = (LoginStoreUnavailable, DirectoryUnavailable, AuditStoreError, LiveStoreError)
+
 
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -73,6 +83,10 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_json(exc.status, exc.code, exc.message, **exc.extra)
     except web.HTTPException:
         raise
+    except SHARED_STATE_DOWN as exc:
+        # A site on Redis while Redis is down: the caller may retry; nothing changed.
+        logger.warning("%s %s: shared state unavailable: %s", request.method, request.path, exc)
+        return error_json(503, "unavailable", "the server cannot reach its shared state; try again")
     except Exception:
         if not request.path.startswith("/api/"):
             raise

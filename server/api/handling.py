@@ -28,8 +28,8 @@ from ..access import Operation
 from ..app_keys import AUDIT, DIRECTORY, HUB
 from ..directory import (
     AlreadyExists,
-    Directory,
     DirectoryError,
+    DirectoryUnavailable,
     InvalidName,
     InvalidPassword,
     InvalidPlacement,
@@ -137,7 +137,12 @@ async def read_body(request: web.Request, fields: Mapping[str, Field]) -> dict[s
     return body
 
 
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "unavailable", message)
+
+
 _STATUS_OF_ERROR: list[tuple[type[DirectoryError], Any]] = [
+    (DirectoryUnavailable, unavailable),
     (NotFound, not_found),
     (AlreadyExists, conflict),
     (LastAdmin, conflict),
@@ -151,7 +156,8 @@ _STATUS_OF_ERROR: list[tuple[type[DirectoryError], Any]] = [
 
 @contextmanager
 def directory_errors() -> Iterator[None]:
-    """Directory exceptions as REST errors: missing 404, taken or last admin 409, bad 400."""
+    """Directory exceptions as REST errors: missing 404, taken or last admin 409, bad 400,
+    the shared store (Redis) unreachable 503."""
     try:
         yield
     except DirectoryError as exc:
@@ -176,12 +182,13 @@ def new_name(name: str, what: str, lookup: Callable[[str], Any], own_id: int) ->
 
 async def hashing_write(request: web.Request, method: str, *args: Any) -> Any:
     """Call a Directory method that hashes a password (scrypt, ~50 ms of CPU) in a worker
-    thread, on a connection of its own: forwarding must not stall on it, and the loop's
-    connection is not shared across threads. The revision it bumps is seen by the hub."""
-    path = request.app[DIRECTORY].path
+    thread, on an instance of its own (`open_worker_copy`): forwarding must not stall on
+    it, and the loop's instance is not shared across threads. The revision it bumps is
+    seen by the hub."""
+    loop_directory = request.app[DIRECTORY]
 
     def run() -> Any:
-        with Directory(path) as directory:
+        with loop_directory.open_worker_copy() as directory:
             return getattr(directory, method)(*args)
 
     return await asyncio.to_thread(run)

@@ -10,19 +10,20 @@ Handlers run on the server's loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from ..app_keys import AUDIT, CONFIG, DIRECTORY, HUB, LOGINS, TOKENS
-from ..directory import Directory, DirectoryError, User, verify_password
-from ..logins import RefreshRefused
+from ..directory import Directory, DirectoryError, DirectoryUnavailable, User, verify_password
+from ..logins import LoginStoreUnavailable, RefreshRefused
 from ..ratelimit import FailureLimiter
-from .errors import ApiError, bad_request
+from ..ratelimit_redis import RedisFailureLimiter, login_limiters
+from .errors import ApiError, Handler, bad_request
 from .guard import Caller, require_user, unauthorized
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ WRONG_CREDENTIALS = "wrong username or password"
 class LoginLimiters:
     """Failed logins counted per user name (casefolded) and per client address."""
 
-    per_user: FailureLimiter
-    per_address: FailureLimiter
+    per_user: FailureLimiter | RedisFailureLimiter
+    per_address: FailureLimiter | RedisFailureLimiter
 
     def retry_after(self, user_key: str, address: str) -> float:
         return max(self.per_user.retry_after(user_key), self.per_address.retry_after(address))
@@ -60,17 +61,36 @@ LIMITERS = web.AppKey("login_limiters", LoginLimiters)
 def add_token_routes(app: web.Application) -> None:
     """Register /api/login, /api/refresh, /api/logout and /api/me/password."""
     config = app[CONFIG]
-    app[LIMITERS] = LoginLimiters(
-        FailureLimiter(config.login_failures_per_user, config.login_window_s),
-        FailureLimiter(config.login_failures_per_address, config.login_window_s),
-    )
+    app[LIMITERS] = LoginLimiters(*login_limiters(config))
+    app.on_cleanup.append(_close_limiters)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/refresh", refresh)
     app.router.add_post("/api/logout", logout)
     app.router.add_post("/api/me/password", change_password)
 
 
+async def _close_limiters(app: web.Application) -> None:
+    for limiter in (app[LIMITERS].per_user, app[LIMITERS].per_address):
+        if isinstance(limiter, RedisFailureLimiter):
+            limiter.close()
+
+
 # --- helpers -------------------------------------------------------------------------
+
+
+def unavailable_as_503(handler: Handler) -> Handler:
+    """The logins or their throttle in Redis unreachable: 503 "unavailable" (a login can
+    be neither granted nor refused now), not a 500."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LoginStoreUnavailable as exc:
+            logger.warning("%s refused: %s", request.path, exc)
+            raise ApiError(503, "unavailable", "the server cannot reach its shared state; try again") from None
+
+    return guarded
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -155,6 +175,7 @@ def _client_name(request: web.Request, body: dict[str, Any]) -> str | None:
 # --- handlers ------------------------------------------------------------------------
 
 
+@unavailable_as_503
 async def login(request: web.Request) -> web.Response:
     body = await json_object(request)
     username, password = string_fields(body, "username", "password")
@@ -176,6 +197,7 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response(tokens_body(app, user, login_id, refresh_token, refresh_expires_at))
 
 
+@unavailable_as_503
 async def refresh(request: web.Request) -> web.Response:
     body = await json_object(request)
     (refresh_token,) = string_fields(body, "refresh_token")
@@ -198,6 +220,7 @@ async def refresh(request: web.Request) -> web.Response:
     return web.json_response(tokens_body(app, user, login_id, new_token, expires_at))
 
 
+@unavailable_as_503
 async def logout(request: web.Request) -> web.Response:
     caller = await require_user(request)
     app = request.app
@@ -208,6 +231,7 @@ async def logout(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+@unavailable_as_503
 async def change_password(request: web.Request) -> web.Response:
     caller: Caller = await require_user(request)
     body = await json_object(request)
@@ -222,7 +246,9 @@ async def change_password(request: web.Request) -> web.Response:
     if len(old_password) > MAX_PASSWORD_CHARS or await check_password(request, user.name, old_password) is None:
         raise ApiError(403, "forbidden", "the old password is wrong")
     try:
-        await asyncio.to_thread(_set_password, app[DIRECTORY].path, user, new_password)
+        await asyncio.to_thread(_set_password, app[DIRECTORY], user, new_password)
+    except DirectoryUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
     except DirectoryError as exc:
         raise bad_request(str(exc)) from None
     revoked = app[LOGINS].revoke_user(user.id)
@@ -233,15 +259,8 @@ async def change_password(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-def _set_password(directory_path: Path, user: User, password: str) -> None:
-    """Hash and store a password on a connection of its own (runs in a worker thread:
-    scrypt is ~50 ms, and the loop's connection must not be shared across threads)."""
-    directory = Directory(directory_path)
-    try:
-        set_by_id = getattr(directory, "set_user_password", None)
-        if set_by_id is not None:
-            set_by_id(user.id, password)
-        else:
-            directory.set_password(user.name, password)
-    finally:
-        directory.close()
+def _set_password(loop_directory: Directory, user: User, password: str) -> None:
+    """Hash and store a password on an instance of its own (runs in a worker thread:
+    scrypt is ~50 ms, and the loop's instance must not be shared across threads)."""
+    with loop_directory.open_worker_copy() as directory:
+        directory.set_user_password(user.id, password)

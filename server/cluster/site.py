@@ -34,8 +34,9 @@ def token_secret(config: ServerConfig) -> bytes:
                              config.data_dir / SECRET_FILENAME, SECRET_BYTES)
 
 
-def open_cluster(config: ServerConfig, store: LiveStore) -> Cluster | None:
-    """This node's Cluster when the site's state is in Redis, else None."""
+def open_cluster(config: ServerConfig, store: LiveStore, token_key: bytes) -> Cluster | None:
+    """This node's Cluster when the site's state is in Redis, else None. `token_key`
+    (from `token_secret`) is put back into Redis should Redis lose it."""
     if config.redis_url is None:
         return None
     relay_listen = parse_listen(config.relay_listen)
@@ -43,8 +44,6 @@ def open_cluster(config: ServerConfig, store: LiveStore) -> Cluster | None:
     with _sync_client(config) as client:
         relay_key = shared_secret(client, config.redis_prefix, "relay",
                                   config.data_dir / RELAY_KEY_FILENAME, KEY_BYTES)
-        token_key = shared_secret(client, config.redis_prefix, "token",
-                                  config.data_dir / SECRET_FILENAME, SECRET_BYTES)
     node_id = config.node_id or _default_node_id(config)
     return Cluster(
         client=aioredis.Redis.from_url(

@@ -1,4 +1,7 @@
-"""AuditLog: queued writes from many callers, flush, paging, kinds, a full queue, reopen."""
+"""AuditLog: queued writes from many callers, flush, paging, kinds, a full queue, reopen.
+
+The tests about behaviour run on both stores: the SQLite file and the site's Redis stream
+(RedisAuditLog, on a real redis-server); the ones about the file on SQLite only."""
 
 from __future__ import annotations
 
@@ -11,20 +14,40 @@ import threading
 import pytest
 
 from server.audit import AUDIT_FILENAME, AuditLog
+from server.audit_redis import RedisAuditLog
 from server.directory import Directory, Role, User
 
 ALICE = User(7, "alice", Role.ADMIN)
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def open_log(request, tmp_path):
+    """Opens an audit log on this test's store: each call a new instance on the same
+    file or the same Redis (like a restart, or a second node). Closed at the end."""
+    opened = []
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+
+    def open_(**kwargs) -> AuditLog:
+        if redis_url is None:
+            log = AuditLog.open(tmp_path, **kwargs)
+        else:
+            log = RedisAuditLog(redis_url, **kwargs)
+        opened.append(log)
+        return log
+
+    open_.backend = request.param
+    yield open_
+    for log in opened:
+        log.close()
+
+
 @pytest.fixture
-def audit(tmp_path):
-    log = AuditLog.open(tmp_path)
-    yield log
-    log.close()
+def audit(open_log):
+    return open_log()
 
 
-def test_an_entry_comes_back_with_every_field(tmp_path):
-    log = AuditLog.open(tmp_path, clock=lambda: 1_700_000_000.5)
+def test_an_entry_comes_back_with_every_field(open_log, tmp_path):
+    log = open_log(clock=lambda: 1_700_000_000.5)
     try:
         log.record("user.create", actor=ALICE, address="10.0.0.9", user_id=12, name="bob", role=Role.GENERAL)
         log.record("login_failed", address="10.0.0.8", username="mallory")
@@ -39,7 +62,7 @@ def test_an_entry_comes_back_with_every_field(tmp_path):
     assert newest["kind"] == "login_failed" and newest["actor"] is None and newest["actor_id"] is None
     assert newest["detail"] == {"username": "mallory"}
     assert newest["id"] > oldest["id"]
-    assert (tmp_path / AUDIT_FILENAME).exists()
+    assert (tmp_path / AUDIT_FILENAME).exists() == (open_log.backend == "sqlite")
 
 
 def test_details_json_cannot_hold_are_stored_as_text(audit):
@@ -160,8 +183,8 @@ def test_a_full_queue_drops_entries_without_blocking_and_warns_once(tmp_path, ca
         log.close()
 
 
-def test_close_then_reopen_keeps_every_entry(tmp_path):
-    log = AuditLog.open(tmp_path)
+def test_close_then_reopen_keeps_every_entry(open_log):
+    log = open_log()
     for n in range(30):
         log.record("before", n=n)
     log.transmission(3, "alpha", 7, "alice", 1_700_000_000.0, 4321, "max_duration")
@@ -169,7 +192,7 @@ def test_close_then_reopen_keeps_every_entry(tmp_path):
     log.close()  # idempotent
     log.record("after close")  # dropped, never raised
     assert log.dropped == 1
-    reopened = AuditLog.open(tmp_path)
+    reopened = open_log()
     try:
         entries = reopened.query()
         assert len(entries) == 31
@@ -200,9 +223,9 @@ def test_audit_writes_leave_the_directory_revision_alone(tmp_path):
         directory.close()
 
 
-def test_prune_removes_only_older_entries(tmp_path):
+def test_prune_removes_only_older_entries(open_log):
     now = [1000.0]
-    log = AuditLog.open(tmp_path, clock=lambda: now[0])
+    log = open_log(clock=lambda: now[0])
     try:
         log.record("old")
         assert log.flush()

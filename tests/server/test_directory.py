@@ -1,4 +1,5 @@
-"""The SQLite directory: round trips, errors, passwords, the revision counter."""
+"""The directory on both backends (SQLite file, Redis): round trips, errors, passwords,
+the revision counter; and the SQLite file itself."""
 
 from __future__ import annotations
 
@@ -21,11 +22,16 @@ from server.directory import (
     User,
     verify_password,
 )
+from server.directory_redis import RedisDirectory
 
 
-@pytest.fixture
-def directory(tmp_path):
-    d = Directory.open(tmp_path)
+@pytest.fixture(params=["sqlite", "redis"])
+def directory(request, tmp_path):
+    """The same suite on both backends; tests about the file itself open it themselves."""
+    if request.param == "sqlite":
+        d = Directory.open(tmp_path)
+    else:
+        d = RedisDirectory.open(tmp_path, request.getfixturevalue("redis_server").url)
     yield d
     d.close()
 

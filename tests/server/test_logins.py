@@ -1,14 +1,19 @@
-"""LoginStore: logins, refresh rotation, reuse detection, expiry and revocation."""
+"""LoginStore and RedisLoginStore: logins, refresh rotation, reuse detection, expiry and
+revocation. Tests of the behaviour run on both backends (the Redis one against a real
+redis-server); those about the SQLite file run on it alone."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
+import time
 
 import pytest
 
 from server.directory import Role, User
 from server.logins import LOGINS_FILENAME, PURGE_INTERVAL_S, LoginStore, RefreshRefused
+from server.logins_redis import RedisLoginStore
 
 ALICE = User(1, "alice", Role.DISPATCH)
 BOB = User(2, "bob", Role.GENERAL)
@@ -28,8 +33,36 @@ def clock():
     return Clock()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request, tmp_path):
+    """Opens stores of one backend on the same data: the SQLite file in tmp_path, or the
+    test's redis-server (two stores = two connections, two processes, two nodes)."""
+    opened: list[LoginStore | RedisLoginStore] = []
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+
+        def open_one(clock=time.time):
+            return RedisLoginStore.from_url(url, clock=clock)
+    else:
+        def open_one(clock=time.time):
+            return LoginStore.open(tmp_path, clock)
+
+    def opener(clock=time.time):
+        opened.append(open_one(clock))
+        return opened[-1]
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture
-def store(tmp_path, clock):
+def store(open_store, clock):
+    return open_store(clock)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, clock):
     with LoginStore.open(tmp_path, clock) as store:
         yield store
 
@@ -55,8 +88,8 @@ def test_create_gives_an_active_login_with_a_refresh_token(store, clock):
     assert not store.is_active("no-such-login")
 
 
-def test_refresh_tokens_are_stored_hashed(tmp_path, store):
-    _, refresh, _ = login(store)
+def test_refresh_tokens_are_stored_hashed(tmp_path, sqlite_store):
+    _, refresh, _ = login(sqlite_store)
     raw = (tmp_path / LOGINS_FILENAME).read_bytes()
     wal = tmp_path / (LOGINS_FILENAME + "-wal")
     raw += wal.read_bytes() if wal.exists() else b""
@@ -133,22 +166,22 @@ def test_active_among_answers_for_many_ids_at_once(store):
     assert store.active_among([]) == set()
 
 
-def test_expired_rows_are_purged(tmp_path, store, clock):
-    login_id, first, _ = login(store)
-    store.rotate(first, TTL)  # leaves a spent hash behind
+def test_expired_rows_are_purged(tmp_path, sqlite_store, clock):
+    login_id, first, _ = login(sqlite_store)
+    sqlite_store.rotate(first, TTL)  # leaves a spent hash behind
     clock.now += TTL + PURGE_INTERVAL_S + 1
-    login(store, BOB)  # a write purges now and then
+    login(sqlite_store, BOB)  # a write purges now and then
     with sqlite3.connect(tmp_path / LOGINS_FILENAME) as db:
         assert db.execute("SELECT count(*) FROM logins WHERE login_id = ?", (login_id,)).fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM spent_refresh").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM logins").fetchone() == (1,)
 
 
-def test_another_connection_sees_revocations(tmp_path, store, clock):
-    # The CLI revokes in its own process, through its own connection to the same file.
+def test_another_connection_sees_revocations(open_store, store, clock):
+    # The CLI (or another node) revokes in its own process, through its own connection.
     login_id, _, _ = login(store)
-    with LoginStore.open(tmp_path, clock) as cli:
-        assert cli.revoke_user(ALICE.id) == 1
+    cli = open_store(clock)
+    assert cli.revoke_user(ALICE.id) == 1
     assert not store.is_active(login_id)
 
 
@@ -159,12 +192,40 @@ def test_a_newer_schema_is_refused(tmp_path):
         LoginStore.open(tmp_path)
 
 
-def test_changed_by_others_sees_only_other_connections_writes(tmp_path, store):
+def test_changed_by_others_sees_only_other_connections_writes(open_store, store):
     assert store.changed_by_others() is False
     login_id, refresh, _ = login(store)
     store.rotate(refresh, TTL)
+    other_id = login(store)[0]
+    store.revoke(other_id)
     assert store.changed_by_others() is False  # its own writes
-    with LoginStore.open(tmp_path) as cli:
-        cli.revoke(login_id)
+    cli = open_store()
+    cli.revoke(login_id)
     assert store.changed_by_others() is True
     assert store.changed_by_others() is False
+
+
+def test_one_of_many_simultaneous_rotations_of_one_token_wins(open_store):
+    # 20 connections (nodes, for Redis) present the same refresh token at once. One
+    # rotates it; the first to come after finds it spent and revokes the login; the rest
+    # find nothing. Never two successes.
+    stores = [open_store() for _ in range(20)]
+    login_id, refresh, _ = login(stores[0])
+    start = threading.Barrier(len(stores))
+    outcomes: list[str] = []
+
+    def rotate(store) -> None:
+        start.wait(timeout=10)
+        try:
+            store.rotate(refresh, TTL)
+            outcomes.append("ok")
+        except RefreshRefused as exc:
+            outcomes.append(exc.reason)
+
+    threads = [threading.Thread(target=rotate, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == sorted(["ok", "reused"] + ["unknown"] * 18), outcomes
+    assert not any(store.is_active(login_id) for store in stores[:2])
