@@ -13,11 +13,11 @@ clock, taken inside each sender's sendto()), so they include neither client's ev
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import multiprocessing as mp
 import socket
 import struct
+
+from bench.forward import WireCapture
 
 SO_TIMESTAMPNS = 35
 SO_ATTACH_FILTER = 26
@@ -68,28 +68,11 @@ def _capture_main(conn, snap: int = 64) -> None:
     conn.send(records)
 
 
-class HopCapture:
-    """The capture process: start() before the talk, stop() returns the records."""
+class HopCapture(WireCapture):
+    """bench/forward.py's capture process, with this module's loop (relay datagrams too)."""
 
     def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_capture_main, args=(child,), daemon=True)
-
-    async def start(self) -> None:
-        self.process.start()
-        loop = asyncio.get_running_loop()
-        ready = await asyncio.wait_for(loop.run_in_executor(None, self._conn.recv), 30)
-        assert ready == "ready"
-
-    async def stop(self) -> list[tuple[float, int, int]]:
-        self._conn.send("stop")
-        loop = asyncio.get_running_loop()
-        records = await asyncio.wait_for(loop.run_in_executor(None, self._conn.recv), 60)
-        self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-        return records
+        super().__init__(target=_capture_main)
 
 
 def packet_times(records, talker_ssrc: int, talker_seq0: int,

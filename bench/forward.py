@@ -500,10 +500,13 @@ def _capture_main(conn, snap: int = 64) -> None:
 
 
 class WireCapture:
-    def __init__(self) -> None:
+    """A capture process on `lo`: start() before the talk, stop() returns its records.
+    `target` is the capture loop run in it (a picklable function taking the pipe end)."""
+
+    def __init__(self, target=None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_capture_main, args=(child,), daemon=True)
+        self.process = ctx.Process(target=target or _capture_main, args=(child,), daemon=True)
 
     async def start(self) -> None:
         self.process.start()
