@@ -3,7 +3,8 @@
 `vpdesk` with no arguments runs a small site: the server starts inside the console
 (first run: a short setup creates the admin account and the channels) and the console
 logs in to it without asking. `vpdesk --server URL` shows a login dialog for a
-standalone server instead.
+standalone server instead; `--server URL1,URL2,...` names the nodes of a site of several,
+in the order to try them (the console moves to the next when its node fails).
 
 Runs on the GUI thread, which under qasync is also the asyncio loop's thread. Dialogs
 are shown with `open()` and awaited, never `exec()`: a nested Qt loop would stall the
@@ -31,6 +32,7 @@ from vpdesk.audio.capture import Microphone
 from vpdesk.audio.devices import AudioDeviceError, list_input_devices, list_output_devices
 from vpdesk.audio.playback import Speaker
 from vpdesk.audio.tone_player import TonePlayer
+from vpdesk.core.nodes import parse_url_list
 from vpdesk.core.settings import Settings, SettingsStore, server_key
 from vpdesk.session.console import (
     ChannelPreference,
@@ -50,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Options:
-    server: str | None = None  # None: run the embedded server
+    # None: run the embedded server; else one URL, or a site's node URLs separated by commas
+    server: str | None = None
     user: str | None = None
     data_dir: Path | None = None  # the embedded server's data folder
     listen: str | None = None  # the embedded server's address, overrides the settings
@@ -60,12 +63,18 @@ class Options:
     # server with a self-signed certificate. None: the system's CAs.
     server_cert: Path | None = None
 
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The node URLs `server` names, normalised, in order (empty: embedded). Raises
+        ValueError for an entry that is not an http(s) URL."""
+        return () if self.server is None else parse_url_list(self.server)
+
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="vpdesk", description="vpdesk push-to-talk dispatch console"
     )
-    parser.add_argument("--server", metavar="URL", help="connect to a standalone server (default: run one inside the console)")
+    parser.add_argument("--server", metavar="URL[,URL...]", help="connect to a standalone server, or to a site of several nodes given as comma-separated URLs in the order to try them (default: run a server inside the console)")
     parser.add_argument("--user", help="user name to log in with (standalone or embedded)")
     parser.add_argument("--data-dir", type=Path, help="the embedded server's data folder")
     parser.add_argument("--listen", metavar="HOST:PORT", help="the embedded server's address (default from settings: 0.0.0.0:8443 with HTTPS and a self-signed certificate; a loopback address serves plain http)")
@@ -73,8 +82,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--quit-after", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     parser.add_argument("--screenshot", type=Path, metavar="PNG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    return Options(args.server, args.user, args.data_dir, args.listen, args.quit_after, args.screenshot,
-                   args.server_cert)
+    options = Options(args.server, args.user, args.data_dir, args.listen, args.quit_after, args.screenshot,
+                      args.server_cert)
+    try:
+        options.servers
+    except ValueError as exc:
+        parser.error(f"--server: {exc}")
+    return options
 
 
 def setup_logging() -> Path | None:
@@ -235,7 +249,7 @@ class Console:
         if user is None:
             raise SystemExit(f"the site in {data} has no admin user")
         self.settings.last_username = user.name
-        self.settings.last_server = None
+        self.settings.set_servers([])
         url = local_url(self.server)
         label = f"this console's server ({url.split('//', 1)[1]})"
         # The console trusts exactly the certificate its own server serves (pinned).
@@ -254,7 +268,12 @@ class Console:
                 if not await shown(dialog):
                     return None
                 url, user, password = dialog.values()
-                credentials = Credentials(url.rstrip("/"), user, password, ssl=server_ssl)
+                try:
+                    urls = dialog.server_urls()
+                except ValueError as exc:
+                    dialog.set_error(str(exc))
+                    continue
+                credentials = Credentials(urls[0], user, password, ssl=server_ssl, urls=urls)
                 try:
                     await check_login(credentials)
                 except LoginRefused as exc:
@@ -263,7 +282,7 @@ class Console:
                 except Exception as exc:  # noqa: BLE001 - unreachable, bad URL, TLS...: all shown
                     dialog.set_error(f"Cannot reach {url}: {exc or type(exc).__name__}")
                     continue
-                self.settings.last_server = credentials.url
+                self.settings.set_servers(credentials.urls)
                 self.settings.last_username = user
                 return credentials
         finally:

@@ -314,4 +314,4 @@ def test_a_version_1_file_moves_from_the_old_loopback_default_to_the_lan_default
     assert chosen.embedded_listen == "127.0.0.1:9000"
     kept = Settings.from_dict({"version": 2, "embedded_listen": "127.0.0.1:8080"})
     assert kept.embedded_listen == "127.0.0.1:8080"
-    assert Settings().to_dict()["version"] == 2
+    assert Settings().to_dict()["version"] >= 2  # version 3 added last_servers

@@ -146,13 +146,25 @@ class Reconnector:
 
     def on_lost(self) -> float:
         """The link dropped, or an attempt failed: return how long to wait before the next."""
+        self._note_lost()
+        delay = self.next_delay()
+        self._retry_at = self._clock() + delay
+        return delay
+
+    def on_failover(self, delay: float) -> float:
+        """The link dropped, or an attempt failed, and another node of the site is still
+        to be tried in this round (vpdesk.core.nodes): wait only `delay` (short), without
+        counting towards the back-off. Returns `delay`."""
+        self._note_lost()
+        delay = max(0.0, delay)
+        self._retry_at = self._clock() + delay
+        return delay
+
+    def _note_lost(self) -> None:
         if self._connected_at is not None and self._clock() - self._connected_at >= self.stable_s:
             self._failures = 0
         self._connected_at = None
         self._state = ConnectionState.RECONNECTING
-        delay = self.next_delay()
-        self._retry_at = self._clock() + delay
-        return delay
 
     def next_delay(self) -> float:
         """The wait before the next attempt; counts one more failure."""

@@ -33,7 +33,10 @@ from vpdesk.core.tones import TONE_NAMES, ToneSettings
 logger = logging.getLogger(__name__)
 
 # 2: the embedded server's default moved from loopback plain http to the LAN over HTTPS.
-SETTINGS_VERSION = 2
+# 3: `last_servers`, every node of a site of several; `last_server` stays its first (and
+#    what per-server settings are filed under), so a version 2 file loses nothing and a
+#    version 2 console still finds the server it knew.
+SETTINGS_VERSION = 3
 EMBEDDED_SERVER_KEY = "embedded"
 DEFAULT_PTT_KEY = "Space"
 # The LAN, over HTTPS with the site's self-signed certificate: field users' phones reach
@@ -71,6 +74,8 @@ class Settings:
     tone_dir: str | None = None  # user tone folder overriding shipped tones by file name
     tones: ToneSettings = field(default_factory=ToneSettings)
     last_server: str | None = None  # None: the embedded server; else "http://host:8080"
+    # Every node URL the user gave for that site (last_server first); empty: embedded.
+    last_servers: list[str] = field(default_factory=list)
     last_username: str | None = None
     embedded_listen: str = DEFAULT_EMBEDDED_LISTEN
     # server_key() → channel id → prefs
@@ -79,6 +84,15 @@ class Settings:
     targets: dict[str, int] = field(default_factory=dict)
     window_geometry: str | None = None  # base64 of QWidget.saveGeometry(); opaque here
     window_state: str | None = None
+
+    def __post_init__(self) -> None:
+        self.last_servers = _servers(self.last_server, self.last_servers)
+
+    def set_servers(self, urls: list[str] | tuple[str, ...]) -> None:
+        """Remember the site's node URLs (empty: the embedded server). The first is the
+        `last_server` per-server settings are filed under."""
+        self.last_servers = [u for u in dict.fromkeys(urls) if isinstance(u, str) and u]
+        self.last_server = self.last_servers[0] if self.last_servers else None
 
     def channel_prefs(self, server: str, channel_id: int) -> ChannelPrefs:
         """The prefs for a channel (`server` is a server_key()); defaults when unknown.
@@ -122,6 +136,7 @@ class Settings:
             "tone_dir": self.tone_dir,
             "tones": self.tones.to_dict(),
             "last_server": self.last_server,
+            "last_servers": _servers(self.last_server, self.last_servers),
             "last_username": self.last_username,
             "embedded_listen": self.embedded_listen,
             "channels": {
@@ -160,6 +175,14 @@ class Settings:
         old_default = data.get("version", 1) == 1 and listen == _V1_DEFAULT_EMBEDDED_LISTEN
         if _valid_listen(listen) and not old_default:
             settings.embedded_listen = listen.strip()
+        # Version 2 and older kept one server; an older console rewriting a newer file
+        # keeps only that one: either way last_server is the anchor.
+        raw_servers = data.get("last_servers")
+        if isinstance(raw_servers, list):
+            settings.last_servers = [u for u in raw_servers if isinstance(u, str) and u]
+        if settings.last_server is None and settings.last_servers and "last_server" not in data:
+            settings.last_server = settings.last_servers[0]
+        settings.last_servers = _servers(settings.last_server, settings.last_servers)
         settings.tones = _tones(data.get("tones"))
         settings.channels = _channels(data.get("channels"))
         settings.targets = _targets(data.get("targets"))
@@ -176,6 +199,17 @@ def _ptt_mode(value: Any) -> PttMode | None:
         if value in (mode.value, mode.name, mode.name.lower()):
             return mode
     return None
+
+
+def _servers(first: str | None, servers: list[str]) -> list[str]:
+    """The node list consistent with `last_server`: empty without one; else starting with
+    it (moved to the front when listed further down, alone when not listed at all: the
+    list then belongs to an earlier choice)."""
+    if first is None:
+        return []
+    if first not in servers:
+        return [first]
+    return [first, *(u for u in dict.fromkeys(servers) if u != first)]
 
 
 def _valid_listen(value: Any) -> bool:

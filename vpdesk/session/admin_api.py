@@ -87,26 +87,32 @@ async def request_json(
 class AdminApi:
     """REST calls as the signed-in user; the server checks every one against the rules.
 
-    `token` is awaited before each request. `session` is used when given (and then not
-    closed here); otherwise the client opens its own and `close()` closes it. Call
-    everything on one loop.
+    `token` is awaited before each request. `base_url` is the server's URL, or a callable
+    asked before each request (a site of several nodes: the node the console uses now).
+    `session` is used when given (and then not closed here); otherwise the client opens
+    its own and `close()` closes it. Call everything on one loop.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Callable[[], str],
         token: Callable[[], Awaitable[str]],
         *,
         session: aiohttp.ClientSession | None = None,
         ssl: ssl_module.SSLContext | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self._base_url = base_url
         self._token = token
         self._http = session
         self._owns_http = session is None
         self.ssl = ssl
         self.timeout = timeout
+
+    @property
+    def base_url(self) -> str:
+        url = self._base_url() if callable(self._base_url) else self._base_url
+        return url.rstrip("/")
 
     async def close(self) -> None:
         if self._owns_http and self._http is not None:

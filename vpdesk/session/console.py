@@ -11,6 +11,13 @@ channel (and spares), joins every channel the user has (a dispatcher monitors th
 restores mutes, and then waits for the link to drop. On a drop it waits the back-off the
 `Reconnector` gives and starts again; `stop()` ends it.
 
+A site of several nodes (`Credentials.urls`, and the nodes its `hello` lists): a drop or
+a failed attempt moves to the next node at once (`FAILOVER_DELAY_S`), where `hello`
+resumes the site-wide session, or, when that node cannot resume it, a fresh session gets
+the channels, mutes and target back. Only when every node has failed in a row does the
+back-off apply. Everything that talks to the server (sign-in, token refresh, the
+management panel's REST calls) goes to the node in use.
+
 Everything here runs on the console's one event loop (qasync's under Qt, a test's loop
 otherwise). Action methods are plain functions that return at once; the requests they
 cause run as tasks of the session.
@@ -23,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ssl import SSLContext
 from typing import Any, Protocol
 
@@ -31,6 +38,7 @@ import aiohttp
 
 from vpdesk.core.channels import ChannelBoard
 from vpdesk.core.connection import ConnectionState, Reconnector
+from vpdesk.core.nodes import NodeList, host_port
 from vpdesk.core.ptt import (
     Effect,
     PlayTone,
@@ -64,6 +72,12 @@ SPARE_SLOTS = 4
 SLOT_GROWTH = 4
 # How long stop() lets a floor_release reach the server before closing the link.
 RELEASE_GRACE_S = 1.0
+# The wait before trying the next node of a site after a drop or a failed attempt: long
+# enough not to spin, short enough that a dead node costs the dispatcher no audible time.
+FAILOVER_DELAY_S = 0.1
+# With several nodes, one that does not answer the sign-in, WebSocket and hello within
+# this long counts as failed, leaving time to reach another within the 5 s of a failover.
+NODE_HANDSHAKE_TIMEOUT_S = 3.0
 
 _NETWORK_ERRORS = (SignalingError, aiohttp.ClientError, OSError, TimeoutError, PeerError)
 
@@ -107,7 +121,11 @@ class Credentials:
     server's own console mints its token locally (whoever can run the console on this
     PC can read the server's data folder anyway). `ssl`: the TLS context for an https
     URL, for every request and the WebSocket (the embedded server's pinned certificate,
-    or `--server-cert`); None: the system's CAs."""
+    or `--server-cert`); None: the system's CAs.
+
+    `urls`: every known node of the site, in order of preference (default: `url` alone);
+    `url` is the one in use (the first, until a failover). A session replaces its
+    credentials with a copy naming the node in use."""
 
     url: str
     username: str
@@ -115,10 +133,22 @@ class Credentials:
     token_source: Callable[[], str] | None = field(default=None, compare=False)
     label: str = ""  # how the status line names the server; the URL when empty
     ssl: SSLContext | None = field(default=None, compare=False, repr=False)
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        urls = tuple(self.urls)
+        if self.url not in urls:
+            urls = (self.url, *urls)
+        object.__setattr__(self, "urls", urls)
 
     @property
     def server_label(self) -> str:
-        return self.label or self.url
+        """The status line's name for the server; with several nodes, which one is in
+        use ("site (node 2 of 3: host:port)")."""
+        if len(self.urls) < 2:
+            return self.label or self.url
+        place = f"node {self.urls.index(self.url) + 1} of {len(self.urls)}"
+        return f"{self.label or 'site'} ({place}: {host_port(self.url)})"
 
 
 class LoginRefused(Exception):
@@ -134,20 +164,32 @@ class ChannelPreference:
 
 
 async def check_login(credentials: Credentials, timeout: float = 10.0) -> dict:
-    """Log in once, for the login dialog: the body on success.
+    """Log in once, for the login dialog: the body on success. With several nodes, the
+    first one that answers decides; one that cannot be reached is skipped.
 
     Raises LoginRefused with a sentence for the dispatcher on wrong credentials, and
-    OSError / aiohttp.ClientError / TimeoutError when the server cannot be reached.
+    OSError / aiohttp.ClientError / TimeoutError (the last node's) when no node can be
+    reached.
     """
-    try:
-        return await login(
-            credentials.url, credentials.username, credentials.password,
-            timeout=timeout, ssl=credentials.ssl,
-        )
-    except RequestError as exc:
-        if exc.status == 401 or exc.code == "unauthorized":
-            raise LoginRefused("Wrong user name or password") from exc
-        raise LoginRefused(f"The server refused the login: {exc.message or exc.code}") from exc
+    unreachable: BaseException | None = None
+    for url in credentials.urls:
+        try:
+            return await login(
+                url, credentials.username, credentials.password,
+                timeout=timeout, ssl=credentials.ssl,
+            )
+        except RequestError as exc:
+            if exc.status == 401 or exc.code == "unauthorized":
+                raise LoginRefused("Wrong user name or password") from exc
+            if exc.status is not None and exc.status >= 500 and url != credentials.urls[-1]:
+                unreachable = exc  # this node cannot serve now (its Redis is down): next
+                continue
+            raise LoginRefused(f"The server refused the login: {exc.message or exc.code}") from exc
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.info("check_login: %s cannot be reached: %s", url, exc or type(exc).__name__)
+            unreachable = exc
+    assert unreachable is not None
+    raise unreachable
 
 
 class ConsoleSession:
@@ -168,6 +210,7 @@ class ConsoleSession:
         reconnector: Reconnector | None = None,
     ) -> None:
         self.credentials = credentials
+        self.nodes = NodeList(credentials.urls)
         self.listener = listener
         self.speaker = speaker
         self.microphone = microphone
@@ -265,6 +308,7 @@ class ConsoleSession:
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
         try:
             while not self._stopping:
+                self._sync_credentials()
                 self.reconnector.on_connecting()
                 self.detail = f"Connecting to {self.credentials.server_label}…"
                 self.listener.connection_changed()
@@ -284,9 +328,7 @@ class ConsoleSession:
                     await self._teardown()
                 if self._stopping:
                     break
-                delay = self.reconnector.on_lost()
-                self.detail = f"Connection lost; retrying in {delay:.0f} s (attempt {self.reconnector.attempts})"
-                self.listener.connection_changed()
+                delay = self._after_failure()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -295,20 +337,45 @@ class ConsoleSession:
             await self._http.close()
             self._http = None
 
+    def _after_failure(self) -> float:
+        """The node in use was lost (or refused us): choose the next one and the wait
+        before trying it. Within a round of the site's nodes the wait is short; once every
+        node has failed in a row, the Reconnector's back-off."""
+        failed = self.nodes.current
+        round_done = self.nodes.advance()
+        self._sync_credentials()
+        if len(self.nodes) > 1 and not round_done:
+            delay = self.reconnector.on_failover(FAILOVER_DELAY_S)
+            logger.info(
+                "session: node %s failed; failing over to %s (node %d of %d)",
+                failed, self.nodes.current, self.nodes.position, len(self.nodes),
+            )
+            self.detail = f"Connection lost; trying {self.credentials.server_label}…"
+        else:
+            delay = self.reconnector.on_lost()
+            self.detail = f"Connection lost; retrying in {delay:.0f} s (attempt {self.reconnector.attempts})"
+        self.listener.connection_changed()
+        return delay
+
+    def _sync_credentials(self) -> None:
+        """Make `credentials` name the node in use and every known node."""
+        if self.credentials.url != self.nodes.current or self.credentials.urls != self.nodes.urls:
+            self.credentials = replace(self.credentials, url=self.nodes.current, urls=self.nodes.urls)
+
     async def _connect_and_serve(self) -> None:
         assert self._http is not None
-        token = await self._get_token()
-        self._client = client = await SignalingClient.connect(
-            self.credentials.url, session=self._http, on_event=self._on_event
-        )
         plan = self.reconnector.resume_plan()
-        try:
-            hello = await client.hello(token, resume=plan.session_id)
-        except RequestError as exc:
-            if exc.code == "unauthorized":
-                self._token = None  # expired: the next attempt logs in again
-            raise
+        if len(self.nodes) > 1:
+            # A node that hangs must not use up the failover's time: count it as failed.
+            async with asyncio.timeout(NODE_HANDSHAKE_TIMEOUT_S):
+                client, hello = await self._open_link(plan.session_id)
+        else:
+            client, hello = await self._open_link(plan.session_id)
         self.hello = hello
+        nodes = hello.get("nodes")
+        if isinstance(nodes, list) and self.nodes.learn(nodes):
+            self._sync_credentials()
+            logger.info("session: the site's nodes are %s", ", ".join(self.nodes.urls))
         self.user = hello.get("user") or {}
         self.board.self_user_id = self.user.get("id")
         changes = self.board.apply_channels(hello.get("channels") or ())
@@ -328,6 +395,7 @@ class ConsoleSession:
 
         await self._restore(plan, hello)
         self.reconnector.on_connected(hello.get("session"))
+        self.nodes.connected()
         if self.target is None:
             self.set_target(self._pick_target(plan.target))
         self._run_effects(self.ptt.set_connected(True))
@@ -337,6 +405,34 @@ class ConsoleSession:
         self.listener.connection_changed()
         logger.info("session %s: %s, %d channels", hello.get("session"), self.detail, len(self.board))
         await client.wait_closed()
+
+    async def _open_link(self, resume: str | None) -> tuple[SignalingClient, dict]:
+        """WebSocket and hello on the node in use; returns the client and hello's answer.
+
+        A token refused there (expired; or issued by another node that this one's login
+        store does not know) is dropped and a fresh sign-in tried once on the same node,
+        so that a failover does not wait a whole round for it.
+        """
+        assert self._http is not None
+        for last_try in (False, True):
+            token = await self._get_token()
+            self._client = client = await SignalingClient.connect(
+                self.credentials.url, session=self._http, on_event=self._on_event
+            )
+            try:
+                return client, await client.hello(token, resume=resume)
+            except RequestError as exc:
+                if exc.code != "unauthorized" or last_try:
+                    if exc.code == "unauthorized":
+                        self._token = None  # the next attempt signs in again
+                    raise
+                logger.info(
+                    "session %s: token refused (%s); signing in again", self.credentials.url, exc.message
+                )
+                self._token = None
+                self._client = None
+                await client.close()
+        raise AssertionError("unreachable")
 
     async def _get_token(self) -> str:
         """An access token good for a while yet (the session's hello, the management
@@ -351,9 +447,10 @@ class ConsoleSession:
                 ssl=self.credentials.ssl,
             )
         elif self._token is None:
-            # _connect_and_serve clears _token when hello refused it (expired, revoked):
+            # _open_link clears _token when hello refused it (expired, revoked):
             # whatever the keeper still holds is no good either.
             self._tokens.forget_access_token()
+        self._tokens.base_url = self.credentials.url  # the node in use
         self._tokens.session = self._http
         try:
             self._token = await self._tokens.access_token()

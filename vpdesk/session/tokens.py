@@ -58,7 +58,9 @@ class TokenKeeper:
     """The access and refresh tokens of one login (see the module docstring).
 
     `session` may be set or replaced between calls (the console's session opens a new
-    HTTP session per run); with none, each call opens a short-lived one. Loop only.
+    HTTP session per run); with none, each call opens a short-lived one. `base_url` may be
+    changed between calls too: on a site of several nodes the console refreshes and signs
+    in on the node it is using now. Loop only.
     """
 
     def __init__(
@@ -91,6 +93,15 @@ class TokenKeeper:
         self.logins = 0
 
     # --- state ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The server (node) the next refresh or sign-in goes to."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        self._base_url = url.rstrip("/")
 
     @property
     def has_token(self) -> bool:

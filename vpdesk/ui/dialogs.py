@@ -9,6 +9,7 @@ GUI thread only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -22,10 +23,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vpdesk.core.nodes import parse_url_list
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNELS = "Dispatch\nOps 1\nOps 2"
 EMBEDDED_HINT = "Leave empty to use the server built into this console"
+SITE_HINT = (
+    "A site of several nodes: their addresses separated by commas, in the order to try "
+    "them (https://node1:8443, https://node2:8443)"
+)
 
 
 class _FormDialog(QDialog):
@@ -85,12 +92,20 @@ class _FormDialog(QDialog):
 
 
 class LoginDialog(_FormDialog):
-    """Server URL (empty: the embedded server), user name and password."""
+    """Server URL (empty: the embedded server), user name and password. The server field
+    takes several comma-separated URLs for a site of several nodes."""
 
-    def __init__(self, server_url: str | None, username: str | None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        server_url: str | Sequence[str] | None,
+        username: str | None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__("Sign in", "Sign in to the dispatch server.", "Sign in", parent)
-        self.url_edit = QLineEdit(server_url or "", self)
+        text = server_url if isinstance(server_url, str) or server_url is None else ", ".join(server_url)
+        self.url_edit = QLineEdit(text or "", self)
         self.url_edit.setPlaceholderText(EMBEDDED_HINT)
+        self.url_edit.setToolTip(SITE_HINT)
         self.url_edit.setCursorPosition(0)  # show the host, not the end of a long URL
         self.user_edit = QLineEdit(username or "", self)
         self.password_edit = QLineEdit(self)
@@ -111,6 +126,11 @@ class LoginDialog(_FormDialog):
     def values(self) -> tuple[str, str, str]:
         """(server URL or "" for the embedded server, user name, password)."""
         return self.url_edit.text().strip(), self.user_edit.text().strip(), self.password_edit.text()
+
+    def server_urls(self) -> tuple[str, ...]:
+        """The server field as a list of node URLs ("url1, url2"), normalised, in order.
+        Raises ValueError with a sentence for set_error when an entry is no URL."""
+        return parse_url_list(self.url_edit.text())
 
 
 class SetupDialog(_FormDialog):
