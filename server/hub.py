@@ -111,6 +111,12 @@ class Hub:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        if self.cluster is not None:
+            try:
+                # The latest joins and mutes, for the clients resuming on another node.
+                await asyncio.wait_for(self.cluster.save_sessions(), timeout=2.0)
+            except Exception as exc:  # Redis down: the records a heartbeat wrote stand
+                logger.warning("session records not saved at shutdown: %s", exc)
         for session in list(self.sessions.values()):
             # Kept in the site's records: the clients resume on another node.
             await self.close_session(session, forget=False)

@@ -97,13 +97,15 @@ class Cluster:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks + list(self._background):
+        tasks = self._tasks + list(self._background)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks + list(self._background):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if tasks:
+            # Bounded: a Redis call that turns the cancel into its own error is caught
+            # above and re-raised, but a stop must never hang on a stuck connection.
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            for task in stuck:
+                logger.warning("node %s: %s did not stop", self.node_id, task.get_name())
         self._tasks = []
         try:
             await asyncio.wait_for(self.registry.remove(self.node_id), timeout=1.0)
@@ -237,10 +239,12 @@ class Cluster:
                     logger.warning("node %s: redis answers again", self.node_id)
                 self._outage = False
             except _FAILURES as exc:
+                _reraise_if_cancelled()
                 if not self._outage:
                     logger.warning("node %s: heartbeat failed (redis unreachable?): %s", self.node_id, exc)
                 self._outage = True
             except Exception:
+                _reraise_if_cancelled()
                 logger.exception("node %s: heartbeat failed", self.node_id)
             await asyncio.sleep(HEARTBEAT_S)
 
@@ -290,6 +294,7 @@ class Cluster:
                     if message is not None:
                         self._on_bus(message["data"])
             except _FAILURES as exc:
+                _reraise_if_cancelled()
                 if not self._bus_lost:
                     logger.warning("node %s: bus lost: %s", self.node_id, exc)
                 self._bus_lost = True
@@ -366,3 +371,11 @@ class Cluster:
             "relay_received": self.relay.received,
             "relay_refused": self.relay.refused,
         }
+
+
+def _reraise_if_cancelled() -> None:
+    """redis-py can turn a cancellation during a call into a connection error; a loop
+    that catches those must still end when its task is cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

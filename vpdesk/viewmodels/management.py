@@ -128,7 +128,8 @@ class ManagementViewModel(QObject):
     def for_session(cls, session, role: str, parent: QObject | None = None) -> "ManagementViewModel":
         """A view model calling the server `session` (a ConsoleSession) is signed in to."""
         credentials = session.credentials
-        api = AdminApi(credentials.url, session.access_token, ssl=credentials.ssl)
+        # The URL of the node in use, asked per request: it changes when the console fails over.
+        api = AdminApi(lambda: session.credentials.url, session.access_token, ssl=credentials.ssl)
         return cls(api, role, parent)
 
     # --- what the role may do ----------------------------------------------------------
