@@ -14,65 +14,26 @@ clock, taken inside each sender's sendto()), so they include neither client's ev
 from __future__ import annotations
 
 import bisect
-import socket
-import struct
 
-from bench.forward import WireCapture
+from bench.forward import WireCapture, rtp_key
 
-SO_TIMESTAMPNS = 35
-SO_ATTACH_FILTER = 26
 RELAY = -1  # the "ssrc" recorded for a relay datagram; its "seq" is the relay counter
 
 
-def _capture_main(conn, snap: int = 64) -> None:
-    """Record (kernel time, SSRC or RELAY, seq or relay counter) of every RTP/SRTP packet
-    and relay datagram on `lo` until the parent sends anything on `conn`."""
-    import ctypes
-
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    prog = [
-        (0x30, 0, 0, 9),     # ldb ip->protocol
-        (0x15, 0, 1, 17),    # == UDP, else drop
-        (0x06, 0, 0, snap),  # accept snap bytes
-        (0x06, 0, 0, 0),     # drop
-    ]
-    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
-    buf = ctypes.create_string_buffer(raw)
-    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(prog), ctypes.addressof(buf)))
-    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
-    s.bind(("lo", 0))
-    s.settimeout(0.1)
-    records: list[tuple[float, int, int]] = []
-    append = records.append
-    anc = socket.CMSG_SPACE(16)
-    unpack_ts = struct.Struct("qq").unpack
-    conn.send("ready")
-    while not conn.poll():
-        try:
-            data, ancdata, _, _ = s.recvmsg(snap, anc)
-        except TimeoutError:
-            continue
-        body = data[(data[0] & 0x0F) * 4 + 8:]
-        if body[:3] == b"VR\x01" and len(body) >= 20:
-            key = (RELAY, int.from_bytes(body[12:16], "big"))
-        elif len(body) >= 12 and body[0] >> 6 == 2 and not 192 <= body[1] <= 223:
-            key = (int.from_bytes(body[8:12], "big"), (body[2] << 8) | body[3])
-        else:
-            continue  # STUN, DTLS, RTCP, Redis, HTTP
-        for level, kind, value in ancdata:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                sec, nsec = unpack_ts(value[:16])
-                append((sec + nsec * 1e-9, *key))
-    conn.recv()
-    conn.send(records)
+def hop_key(body: bytes) -> tuple[int, int] | None:
+    """(RELAY, relay counter) of a relay datagram (its header is in the clear: it is the
+    AEAD's associated data), (SSRC, seq) of an RTP/SRTP packet, None for the rest (STUN,
+    DTLS, RTCP, Redis, HTTP)."""
+    if body[:3] == b"VR\x01" and len(body) >= 20:
+        return RELAY, int.from_bytes(body[12:16], "big")
+    return rtp_key(body)
 
 
 class HopCapture(WireCapture):
-    """bench/forward.py's capture process, with this module's loop (relay datagrams too)."""
+    """bench/forward.py's capture process, keeping relay datagrams too."""
 
     def __init__(self) -> None:
-        super().__init__(target=_capture_main)
+        super().__init__(classify=hop_key)
 
 
 def packet_times(records, talker_ssrc: int, talker_seq0: int,

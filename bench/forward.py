@@ -453,8 +453,17 @@ SO_TIMESTAMPNS = 35
 SO_ATTACH_FILTER = 26
 
 
-def _capture_main(conn, snap: int = 64) -> None:
-    """Record (kernel time, SSRC, seq) of every RTP/SRTP packet on `lo`.
+def rtp_key(body: bytes) -> tuple[int, int] | None:
+    """(SSRC, seq) of an RTP/SRTP packet's UDP payload; None for anything else (STUN,
+    DTLS, RTCP)."""
+    if len(body) < 12 or body[0] >> 6 != 2 or 192 <= body[1] <= 223:
+        return None
+    return int.from_bytes(body[8:12], "big"), (body[2] << 8) | body[3]
+
+
+def _capture_main(conn, classify=rtp_key, snap: int = 64) -> None:
+    """Record (kernel time, *classify(UDP payload)) of every UDP packet on `lo` that
+    `classify` names (by default RTP/SRTP: (SSRC, seq)).
 
     A classic BPF filter keeps only UDP, and only the first `snap` bytes (IP + UDP + the RTP header, which SRTP leaves in the clear).
     Runs in its own process until the parent sends anything on `conn`.
@@ -487,26 +496,26 @@ def _capture_main(conn, snap: int = 64) -> None:
             data, ancdata, _, _ = s.recvmsg(snap, anc)
         except TimeoutError:
             continue
-        ihl = (data[0] & 0x0F) * 4
-        rtp = data[ihl + 8:]
-        if len(rtp) < 12 or rtp[0] >> 6 != 2 or 192 <= rtp[1] <= 223:
-            continue  # not RTP (STUN, DTLS, RTCP)
+        key = classify(data[(data[0] & 0x0F) * 4 + 8:])  # past the IP and UDP headers
+        if key is None:
+            continue
         for level, kind, value in ancdata:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = unpack_ts(value[:16])
-                append((sec + nsec * 1e-9, int.from_bytes(rtp[8:12], "big"), (rtp[2] << 8) | rtp[3]))
+                append((sec + nsec * 1e-9, *key))
     conn.recv()
     conn.send(records)
 
 
 class WireCapture:
     """A capture process on `lo`: start() before the talk, stop() returns its records.
-    `target` is the capture loop run in it (a picklable function taking the pipe end)."""
+    `classify` (a module-level function, so the spawned process can import it) picks the
+    packets and their keys; see _capture_main."""
 
-    def __init__(self, target=None) -> None:
+    def __init__(self, classify=rtp_key) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=target or _capture_main, args=(child,), daemon=True)
+        self.process = ctx.Process(target=_capture_main, args=(child, classify), daemon=True)
 
     async def start(self) -> None:
         self.process.start()
