@@ -110,6 +110,21 @@ class ListenerOutput:
         self.packets_sent = 0
         self.bytes_sent = 0
 
+    @property
+    def octets_sent(self) -> int:
+        """Payload octets sent so far (RTCP sender report's octet count)."""
+        return self.bytes_sent
+
+    @property
+    def last_rtp_timestamp(self) -> int:
+        """The RTP timestamp of the last packet sent (random start before any)."""
+        return self._last_ts
+
+    @property
+    def last_sent_at(self) -> float | None:
+        """Clock reading (time.monotonic by default) of the last send; None before any."""
+        return self._last_time
+
     def resync(self) -> None:
         """Forget the current source: the next packet starts a new run (after unmute)."""
         self._source = None
