@@ -20,9 +20,10 @@ from pathlib import Path
 from server import __version__
 from server import cli_commands as commands
 from server.cli_commands import PROG, CommandError, Context
-from server.config import ConfigError, load_config, parse_listen
+from server.config import ConfigError, ServerConfig, load_config, parse_listen
 from server.directory import DirectoryError, Role
 from server.directory_redis import open_directory
+from server.workers import worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,12 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relay-announce", metavar="HOST:PORT",
                         help="the relay address other nodes send to, when it differs from "
                              "--relay (NAT, containers)")
+    parser.add_argument("--workers", metavar="N",
+                        help="run N processes of this server sharing the listen port, the "
+                             "kernel spreading connections over them (with --redis, Linux); "
+                             "0 or auto: one per CPU core (default 1: this process alone)")
+    # Internal: how the supervisor of --workers starts each worker (server.workers).
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
 
 
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `vpserver` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command is None:
-        return _run_server(args)
+        return _run_server(args, sys.argv[1:] if argv is None else list(argv))
     try:
         site = load_config(args.config).with_overrides(data_dir=args.data,
                                                        redis_url=args.redis_url)
@@ -212,7 +219,7 @@ def _fail(message: object, code: int = EXIT_ERROR) -> int:
     return code
 
 
-def _run_server(args: argparse.Namespace) -> int:
+def _run_server(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         listen_host = listen_port = None
         if args.listen is not None:
@@ -235,25 +242,43 @@ def _run_server(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             relay_listen=args.relay_listen,
             relay_announce=args.relay_announce,
+            workers=args.workers,
         )
         for address in (config.relay_listen, config.relay_announce):
             if address is not None:
                 parse_listen(address)  # ConfigError now rather than when the node starts
+        workers = 1 if args.reuse_port else worker_count(config.workers)
     except ConfigError as exc:
         return _fail(exc, EXIT_USAGE)
     configure_logging(args.verbose)
+    if workers > 1:
+        return _run_workers(config, argv, workers)
     # Imported here: provisioning commands must not pay for (or depend on) aiortc.
     from server.node import run_node
 
     logger.info("vpserver %s: listening on %s, data in %s", __version__, config.listen,
                 config.data_dir)
     try:
-        run_node(config)
+        if args.reuse_port:
+            run_node(config, reuse_port=True)  # one worker of --workers
+        else:
+            run_node(config)
     except ConfigError as exc:  # e.g. TLS missing beyond loopback, an unreadable certificate
         return _fail(exc, EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
     return EXIT_OK
+
+
+def _run_workers(config: ServerConfig, argv: list[str], count: int) -> int:
+    from server.workers import SupervisorError, run_workers
+
+    try:
+        return run_workers(config, argv, count)
+    except ConfigError as exc:  # no Redis, no SO_REUSEPORT, TLS options that cannot work
+        return _fail(exc, EXIT_USAGE)
+    except SupervisorError as exc:
+        return _fail(exc)
 
 
 def _read_secret(path: Path | None) -> str | None:

@@ -52,6 +52,10 @@ class ServerConfig:
     public_url: str | None = None
     relay_listen: str = "127.0.0.1:0"
     relay_announce: str | None = None
+    # Worker processes of this server on this machine (server.workers): 1 is this process
+    # alone; N > 1 (or 0 / "auto": one per CPU core) makes it a supervisor of N processes
+    # sharing the listen port (SO_REUSEPORT, Linux) and the site's state in Redis.
+    workers: int | str = 1
     floor_lease_ms: int = 3000
     max_talk_ms: int = 60_000
     # Access tokens are short-lived; a refresh token (rotated on every use) gets new ones.

@@ -38,6 +38,8 @@ class EmbeddedServer:
     closes every session and releases the port. Both must be awaited on the same loop.
     `start()` raises server.config.ConfigError, before opening anything, for TLS options
     that cannot work or a listen address beyond loopback without TLS (see server.tls).
+    `reuse_port` shares the listen port with the other workers of `vpserver --workers`
+    (SO_REUSEPORT: the kernel spreads new connections over them; see server.workers).
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class EmbeddedServer:
         *,
         store: LiveStore | None = None,
         directory: Directory | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self.reuse_port = reuse_port
         self._own_store = store is None
         self._own_directory = directory is None
         self.store = store
@@ -89,6 +93,8 @@ class EmbeddedServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
         else:  # POSIX: rebind at once after a restart despite TIME_WAIT
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((config.listen_host, config.listen_port))
         except BaseException:
@@ -149,12 +155,12 @@ async def open_live_store(config: ServerConfig) -> LiveStore:
     return store
 
 
-async def serve_until_signalled(config: ServerConfig) -> None:
+async def serve_until_signalled(config: ServerConfig, *, reuse_port: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = EmbeddedServer(config)
+    server = EmbeddedServer(config, reuse_port=reuse_port)
     await server.start()
     try:
         await stop.wait()
@@ -162,11 +168,12 @@ async def serve_until_signalled(config: ServerConfig) -> None:
         await server.stop()
 
 
-def run_node(config: ServerConfig) -> None:
-    """Run a standalone node until SIGINT or SIGTERM.
+def run_node(config: ServerConfig, *, reuse_port: bool = False) -> None:
+    """Run a standalone node until SIGINT or SIGTERM (`reuse_port`: as one worker of
+    `vpserver --workers`, see EmbeddedServer).
 
     Raises ConfigError before the loop starts when the TLS options cannot work (see
     server.tls.served_tls); `vpserver` prints it and exits with code 2.
     """
     served_tls(config)  # fail before anything starts; start() repeats it (cheap)
-    asyncio.run(serve_until_signalled(config))
+    asyncio.run(serve_until_signalled(config, reuse_port=reuse_port))

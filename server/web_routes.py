@@ -2,7 +2,8 @@
 
 The page is static files in one folder; the tones are the same WAVs the console plays.
 Both folders are configuration (ServerConfig.web_dir / tones_dir); `default_web_dir()` and
-`default_tones_dir()` say where they are in a source checkout and in a PyInstaller bundle.
+`default_tones_dir()` are the shipped ones, wherever server.shipped finds them (a checkout,
+an installed wheel or a PyInstaller bundle).
 
 Request handlers run on the server's asyncio loop; the default_* functions are pure and may
 be called from any thread.
@@ -12,15 +13,13 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 
-logger = logging.getLogger(__name__)
+from . import shipped
 
-# server/web_routes.py → the repository root in a source checkout.
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+logger = logging.getLogger(__name__)
 
 INDEX_FALLBACK_TEXT = "vpdesk server (no web page installed)"
 
@@ -62,26 +61,14 @@ _FALLBACK_CONTENT_TYPE = "application/octet-stream"
 TONE_NAME = re.compile(r"^[a-z_]{1,40}\.wav$")
 
 
-def _bundle_root() -> Path:
-    """The source checkout, or PyInstaller's unpack folder when frozen."""
-    meipass = getattr(sys, "_MEIPASS", None)
-    if getattr(sys, "frozen", False) and meipass:
-        return Path(meipass)
-    return _SOURCE_ROOT
-
-
 def default_web_dir() -> Path:
-    """Where the page is when the configuration does not say: <server package>/web, or
-    server/web inside a PyInstaller bundle."""
-    if getattr(sys, "frozen", False) and getattr(sys, "_MEIPASS", None):
-        return _bundle_root() / "server" / "web"
-    return Path(__file__).resolve().parent / "web"
+    """Where the page is when the configuration does not say: the shipped one."""
+    return shipped.web_dir()
 
 
 def default_tones_dir() -> Path:
-    """Where the shipped tones are when the configuration does not say: <repo>/resources/
-    tones, or resources/tones inside a PyInstaller bundle."""
-    return _bundle_root() / "resources" / "tones"
+    """Where the tones are when the configuration does not say: the shipped ones."""
+    return shipped.tones_dir()
 
 
 def _not_found(message: str) -> web.Response:

@@ -166,7 +166,8 @@ class Cluster:
     def node_urls(self) -> list[str]:
         """The site's nodes as clients reach them, this one first (for `hello`)."""
         others = [r.public_url for i, r in sorted(self.nodes.items()) if i != self.node_id]
-        return ([self.public_url] if self.public_url else []) + others
+        # Once each: the workers of `vpserver --workers` share one URL.
+        return list(dict.fromkeys(([self.public_url] if self.public_url else []) + others))
 
     # --- floors --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 import aioice.ice
 import pylibsrtp
+import pylibsrtp._binding
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import opus as aiortc_opus
 from aiortc.mediastreams import MediaStreamTrack
@@ -202,15 +203,29 @@ class SenderReportCounters:
         sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
 
 
-class RawRtpWriter:
-    """Protects and sends ready-made RTP packets on a connection's DTLS/ICE transport.
+# libsrtp through pylibsrtp's cffi binding: the fan-out protects packets it built in place
+# in its own buffers, which pylibsrtp's public protect() (copy in, allocate, copy out) cannot.
+# pylibsrtp is pinned (pyproject) for this: libsrtp 3 changes srtp_protect's signature.
+_srtp_ffi = pylibsrtp._binding.ffi
+_srtp_protect = pylibsrtp._binding.lib.srtp_protect
+PACKET_BUFFER_SIZE = 1500
+# The SRTP trailer (auth tag, up to 16 bytes with the profiles aiortc offers) must fit too.
+MAX_PLAIN_RTP = PACKET_BUFFER_SIZE - 16
 
-    write() is synchronous and cheap: libsrtp protect plus one sendto on the nominated
-    ICE pair. Packets before DTLS is up (or after the pair is gone) are dropped, as a
-    real network would.
+
+class RawRtpWriter:
+    """Protects and sends RTP on a connection's DTLS/ICE transport, without a coroutine.
+
+    Two ways in, both synchronous and cheap:
+    - write(packet): a ready-made packet (clients, tests, benchmarks);
+    - send_buffer(buffer, view, length): a packet the caller built in place in a buffer
+      from new_buffer() (the server's fan-out: no allocation before the socket call);
+      SRTP protects it in place, so the caller rewrites header and payload each time.
+    Packets before DTLS is up (or after the pair is gone) are dropped, as a real network
+    would; so is a packet the socket cannot take right now (a full send buffer).
     """
 
-    __slots__ = ("_dtls", "_nominated", "_pair", "_sendto", "_dest")
+    __slots__ = ("_dtls", "_nominated", "_pair", "_sendto", "_dest", "_session", "_context", "_size")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         ice = getattr(dtls.transport, "_connection", None)
@@ -220,34 +235,84 @@ class RawRtpWriter:
             raise HookError("RTCDtlsTransport._state is gone")
         self._dtls = dtls
         self._nominated = ice._nominated
-        # The nominated pair's socket and address, looked up again only when the pair
-        # changes (ICE may nominate another one).
+        # The nominated pair's send function and address, looked up again only when the
+        # pair changes (ICE may nominate another one).
         self._pair = None
         self._sendto = None
         self._dest = None
+        # The SRTP session DTLS keyed, and libsrtp's context inside it.
+        self._session = None
+        self._context = None
+        self._size = _srtp_ffi.new("int *")
 
     @property
     def ready(self) -> bool:
         return self._dtls._state is DtlsState.CONNECTED and 1 in self._nominated
 
-    def write(self, packet: bytes) -> bool:
-        """Send one RTP packet; False when the transport cannot carry it (yet)."""
+    @staticmethod
+    def new_buffer() -> tuple[object, memoryview]:
+        """A packet buffer send_buffer() can protect in place, and a view to build in."""
+        buffer = _srtp_ffi.new("char[]", PACKET_BUFFER_SIZE)
+        return buffer, memoryview(_srtp_ffi.buffer(buffer))
+
+    def _use_pair(self, pair) -> bool:
+        transport = getattr(pair.protocol, "transport", None) if pair is not None else None
+        if transport is None:
+            return False
+        sock = transport.get_extra_info("socket") if hasattr(transport, "get_extra_info") else None
+        raw = getattr(sock, "_sock", None)  # asyncio's TransportSocket wraps the real one
+        # A plain UDP socket takes the packet directly (asyncio's sendto adds ~1 µs of
+        # checks); a TURN allocation's transport wraps it itself and wants bytes.
+        if raw is not None:
+            self._sendto = raw.sendto
+        else:
+            send = transport.sendto
+            self._sendto = lambda data, addr: send(bytes(data), addr)
+        self._pair, self._dest = pair, pair.remote_addr
+        return True
+
+    def send_buffer(self, buffer: object, view: memoryview, length: int) -> bool:
+        """Protect the RTP packet in buffer[:length] in place and send it; False if dropped."""
         dtls = self._dtls
         if dtls._state is not DtlsState.CONNECTED:
             return False
         pair = self._nominated.get(1)
-        if pair is not self._pair:
-            transport = getattr(pair.protocol, "transport", None) if pair is not None else None
-            if transport is None:
-                return False
-            self._pair, self._sendto, self._dest = pair, transport.sendto, pair.remote_addr
+        if pair is not self._pair and not self._use_pair(pair):
+            return False
+        session = dtls._tx_srtp
+        if session is not self._session:
+            self._session, self._context = session, session._srtp[0]
+        size = self._size
+        size[0] = length
+        if _srtp_protect(self._context, buffer, size):
+            # One listener's refusal (e.g. a replayed index) must not stop the fan-out.
+            logger.debug("srtp protect refused a packet of %d bytes", length)
+            return False
+        try:
+            self._sendto(view[: size[0]], self._dest)
+        except OSError as exc:  # BlockingIOError too: a full socket buffer drops it
+            logger.debug("rtp send failed: %s", exc)
+            return False
+        return True
+
+    def write(self, packet: bytes) -> bool:
+        """Send one ready-made RTP packet; False when the transport cannot carry it (yet)."""
+        dtls = self._dtls
+        if dtls._state is not DtlsState.CONNECTED:
+            return False
+        pair = self._nominated.get(1)
+        if pair is not self._pair and not self._use_pair(pair):
+            return False
         try:
             protected = dtls._tx_srtp.protect(packet)
         except pylibsrtp.Error as exc:
-            # One listener's refusal (e.g. a replayed index) must not stop the fan-out.
             logger.debug("srtp protect refused a packet: %s", exc)
             return False
-        self._sendto(protected, self._dest)
+        try:
+            self._sendto(protected, self._dest)
+        except OSError as exc:
+            logger.debug("rtp send failed: %s", exc)
+            return False
         return True
 
 

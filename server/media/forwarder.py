@@ -16,6 +16,7 @@ import random
 import struct
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,13 @@ CLOCK_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 
 _HEADER = struct.Struct("!BBHII")
-_pack_header = _HEADER.pack
+_pack_header_into = _HEADER.pack_into
 # A rewritten sequence number this far behind the last one sent is a late packet, passed
 # on (the listener's SRTP replay window is 64); further behind, or more than JUMP_AHEAD
 # ahead, the talker's stream restarted: begin a new run so the output stays contiguous.
 LATE_WINDOW = 32
 JUMP_AHEAD = 0x1000
+SRTP_TRAILER_ROOM = 16  # the largest auth tag of the SRTP profiles aiortc negotiates
 
 
 class MalformedRtp(ValueError):
@@ -63,21 +65,35 @@ def one_byte_extension_block(ext_id: int, value: bytes) -> bytes:
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
 
 
+class PacketEgress(Protocol):
+    """Where a ListenerOutput's packets go: aiortc_hooks.RawRtpWriter, or a test's capture.
+
+    The output builds each packet in place in a buffer of the egress's making, so the hot
+    path allocates nothing but the final view handed to the socket.
+    """
+
+    def new_buffer(self) -> tuple[object, memoryview]: ...
+
+    def send_buffer(self, buffer: object, view: memoryview, length: int) -> bool: ...
+
+
 class ListenerOutput:
     """One listener m-line bound to one channel: rewrites and sends each forwarded packet.
 
-    `write` is the listener's transport (RawRtpWriter.write). `report(packets, octets,
-    rtp_timestamp)` receives a snapshot of what was sent every REPORT_EVERY packets, for
-    the m-line's RTCP sender reports: one consistent instant, and no per-packet cost.
-    Both are plain callables so tests can capture packets.
+    It keeps its own packet buffer holding its header template (its SSRC, payload type and
+    the mid header extension, written once); per packet it writes sequence number, timestamp
+    and marker over it, copies the payload behind, and hands the buffer to `egress`
+    (SRTP in place, one sendto). `report(packets, octets, rtp_timestamp)` receives a
+    snapshot of what was sent every REPORT_EVERY packets, for the m-line's RTCP sender
+    reports: one consistent instant, and no per-packet cost.
     """
 
     REPORT_EVERY = 25  # packets: 0.5 s of 20 ms audio; sender reports go out about 1/s
 
     __slots__ = (
-        "label", "ssrc", "_first_byte", "_second_byte", "_extension", "_write", "_report",
-        "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts", "_last_time",
-        "packets_sent", "bytes_sent", "_clock",
+        "label", "ssrc", "_first_byte", "_second_byte", "_send", "_buffer", "_view",
+        "_header_len", "_limit", "_report", "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts",
+        "_last_time", "packets_sent", "bytes_sent", "_clock",
     )
 
     def __init__(
@@ -85,7 +101,7 @@ class ListenerOutput:
         *,
         ssrc: int,
         payload_type: int,
-        write: Callable[[bytes], bool],
+        egress: PacketEgress,
         extension: bytes = b"",
         report: Callable[[int, int, int], None] | None = None,
         label: str = "",
@@ -93,10 +109,14 @@ class ListenerOutput:
     ) -> None:
         self.label = label
         self.ssrc = ssrc
-        self._extension = extension
         self._first_byte = 0x90 if extension else 0x80  # V=2, X when we add an extension
         self._second_byte = payload_type & 0x7F
-        self._write = write
+        self._send = egress.send_buffer
+        self._buffer, self._view = egress.new_buffer()
+        self._header_len = 12 + len(extension)
+        self._view[12 : self._header_len] = extension  # stays: SRTP leaves headers clear
+        # SRTP appends its auth tag (up to 16 bytes) behind the payload, in the same buffer.
+        self._limit = len(self._view) - SRTP_TRAILER_ROOM
         self._report = report
         self._clock = clock
         self._source: object = None
@@ -109,6 +129,11 @@ class ListenerOutput:
         self._last_time: float | None = None
         self.packets_sent = 0
         self.bytes_sent = 0
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload this output can carry (buffer minus header and SRTP trailer)."""
+        return self._limit - self._header_len
 
     @property
     def octets_sent(self) -> int:
@@ -155,12 +180,14 @@ class ListenerOutput:
             self._rebase(source, seq, ts)
             out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
-        packet = (
-            _pack_header(self._first_byte, self._second_byte | marker, out_seq, out_ts, self.ssrc)
-            + self._extension
-            + payload
-        )
-        if self._write(packet):
+        view = self._view
+        _pack_header_into(view, 0, self._first_byte, self._second_byte | marker, out_seq, out_ts, self.ssrc)
+        start = self._header_len
+        end = start + len(payload)
+        if end > self._limit:
+            return  # would not fit with the SRTP trailer: no Opus frame is this large
+        view[start:end] = payload
+        if self._send(self._buffer, view, end):
             self._last_seq = out_seq
             self._last_ts = out_ts
             self._last_time = self._clock() if now is None else now

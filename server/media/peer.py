@@ -146,7 +146,7 @@ class ServerPeer:
         return ListenerOutput(
             ssrc=transceiver.sender._ssrc,
             payload_type=hooks.negotiated_opus_payload_type(transceiver),
-            write=self._writer.write,
+            egress=self._writer,
             extension=extension,
             report=counters.sync,
             label=f"{self.label}/{transceiver.mid}",

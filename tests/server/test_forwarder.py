@@ -75,16 +75,22 @@ class Clock:
 
 
 class Capture:
-    """A transport: records packets; `accept` False simulates a transport not ready."""
+    """An egress (forwarder.PacketEgress): records the packets built in its buffers;
+    `accept` False simulates a transport not ready."""
 
     def __init__(self) -> None:
         self.packets: list[bytes] = []
         self.accept = True
 
-    def __call__(self, packet: bytes) -> bool:
+    @staticmethod
+    def new_buffer() -> tuple[object, memoryview]:
+        buffer = bytearray(1500)
+        return buffer, memoryview(buffer)
+
+    def send_buffer(self, buffer: object, view: memoryview, length: int) -> bool:
         if not self.accept:
             return False
-        self.packets.append(packet)
+        self.packets.append(bytes(view[:length]))
         return True
 
     @property
@@ -95,7 +101,7 @@ class Capture:
 def output(capture: Capture, clock: Clock | None = None, **kwargs) -> ListenerOutput:
     kwargs.setdefault("ssrc", 0xCAFEBABE)
     kwargs.setdefault("payload_type", OPUS_PT)
-    return ListenerOutput(write=capture, clock=clock or Clock(), **kwargs)
+    return ListenerOutput(egress=capture, clock=clock or Clock(), **kwargs)
 
 
 def send_packet(out: ListenerOutput, source: object, data: bytes) -> None:
@@ -517,3 +523,25 @@ def test_a_repeated_packet_is_dropped_and_a_late_one_passes():
         send_packet(out, "A", rtp(seq, seq * FRAME_SAMPLES))
     assert [p["seq"] - cap.parsed[0]["seq"] for p in cap.parsed] == [0, 1, 2, 4, 3]
 
+
+
+def test_packets_of_different_sizes_built_in_one_buffer_carry_only_their_own_bytes():
+    cap = Capture()
+    out = output(cap, extension=one_byte_extension_block(3, b"7"))
+    long_payload, short_payload = bytes(range(200)), b"\x01\x02\x03"
+    out.send("talker", 100, 960, 0, long_payload)
+    out.send("talker", 101, 1920, 0x80, short_payload)
+    first, second = cap.packets
+    assert len(first) == 12 + 8 + 200 and first[20:] == long_payload
+    assert len(second) == 12 + 8 + 3 and second[20:] == short_payload
+    assert second[12:20] == one_byte_extension_block(3, b"7")  # the template survives
+    assert second[1] & 0x80 and not first[1] & 0x80
+
+
+def test_a_payload_too_large_for_the_buffer_and_trailer_is_dropped():
+    cap = Capture()
+    out = output(cap, extension=one_byte_extension_block(3, b"7"))
+    out.send("talker", 1, 960, 0, b"\x00" * (out.max_payload + 1))
+    assert cap.packets == [] and out.packets_sent == 0
+    out.send("talker", 2, 1920, 0, b"\x00" * out.max_payload)
+    assert len(cap.packets) == 1 and len(cap.packets[0]) == 1500 - 16

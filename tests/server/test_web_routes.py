@@ -190,7 +190,7 @@ async def test_without_a_page_the_index_is_plain_text(tmp_path, make_page_dir):
 async def test_default_folders_serve_the_shipped_tones(tmp_path):
     site = await start_site(tmp_path / "site", users=1)
     try:
-        shipped = ROOT / "resources" / "tones" / "busy.wav"
+        shipped = ROOT / "server" / "tones" / "busy.wav"
         resp, body = await fetch(site.url + "/tones/busy.wav")
         assert resp.status == 200
         assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
@@ -204,11 +204,11 @@ async def test_default_folders_serve_the_shipped_tones(tmp_path):
 
 def test_default_folders_in_a_checkout_and_in_a_bundle(tmp_path, monkeypatch):
     assert default_web_dir() == ROOT / "server" / "web"
-    assert default_tones_dir() == ROOT / "resources" / "tones"
+    assert default_tones_dir() == ROOT / "server" / "tones"
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
     assert default_web_dir() == tmp_path / "server" / "web"
-    assert default_tones_dir() == tmp_path / "resources" / "tones"
+    assert default_tones_dir() == tmp_path / "server" / "tones"
 
 
 def test_load_config_reads_the_folders_as_paths(tmp_path):

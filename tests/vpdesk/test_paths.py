@@ -22,12 +22,11 @@ def no_overrides(monkeypatch):
 
 def test_source_checkout_is_not_frozen():
     assert paths.frozen() is False
-    assert paths.resource_dir() == REPO / "resources"
 
 
 def test_shipped_tones_exist_in_the_checkout():
     folder = paths.shipped_tones_dir()
-    assert folder == REPO / "resources" / "tones"
+    assert folder == REPO / "server" / "tones"
     for name in TONE_NAMES:
         assert (folder / f"{name}.wav").is_file(), name
 
@@ -39,12 +38,11 @@ def test_web_dir_in_the_checkout():
 
 
 def test_frozen_bundle_uses_meipass(monkeypatch, tmp_path):
-    (tmp_path / "resources" / "tones").mkdir(parents=True)
+    (tmp_path / "server" / "tones").mkdir(parents=True)
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
     assert paths.frozen() is True
-    assert paths.resource_dir() == tmp_path / "resources"
-    assert paths.shipped_tones_dir() == tmp_path / "resources" / "tones"
+    assert paths.shipped_tones_dir() == tmp_path / "server" / "tones"
     assert paths.web_dir() is None  # the bundle has no server/web
     (tmp_path / "server" / "web").mkdir(parents=True)
     assert paths.web_dir() == tmp_path / "server" / "web"

@@ -18,7 +18,7 @@ from vpdesk.core.tones import (
     resolve_tone,
 )
 
-TONES_DIR = Path(__file__).resolve().parents[2] / "resources" / "tones"
+TONES_DIR = Path(__file__).resolve().parents[2] / "server" / "tones"
 RATE = 48_000
 
 # (min, max) duration in seconds per tone.
@@ -44,7 +44,7 @@ def dominant_hz(x: np.ndarray) -> float:
     return float(np.fft.rfftfreq(n, 1.0 / RATE)[spectrum.argmax()])
 
 
-def test_shipped_dir_points_at_resources():
+def test_shipped_dir_points_at_the_server_package_s_tones():
     assert SHIPPED_TONES_DIR == TONES_DIR
 
 
