@@ -111,16 +111,42 @@ def tap_incoming_rtp(transport: RTCDtlsTransport, tap: RtpTap) -> None:
     """Hand every decrypted RTP packet on `transport` to `tap` instead of aiortc's receivers.
 
     `tap` is called on the event loop with the packet bytes (header included, SRTP
-    already removed) and must not block. RTCP keeps aiortc's path. aiortc never sees the
-    RTP, so its receive jitter buffer and decoder stay idle.
+    already removed) and must not block. RTCP and DTLS keep aiortc's path. aiortc never
+    sees the RTP, so its receive jitter buffer and decoder stay idle.
+
+    Once DTLS has keyed SRTP, RTP is taken off the ICE connection as the datagram
+    arrives, in the socket's own callback: aioice would queue it for aiortc's transport
+    task, which costs a queue hop and a task wake-up per packet (latency and CPU on the
+    talker's path). Packets that still take aiortc's path reach `tap` there.
     """
     if not hasattr(transport, "_handle_rtp_data"):
         raise HookError("RTCDtlsTransport._handle_rtp_data is gone")
+    ice = getattr(getattr(transport, "transport", None), "_connection", None)
+    if ice is None or not hasattr(ice, "data_received") or not hasattr(transport, "_rx_srtp"):
+        raise HookError("aioice Connection.data_received / RTCDtlsTransport._rx_srtp is gone")
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
         tap(data)
 
     transport._handle_rtp_data = handle_rtp_data  # instance attribute shadows the method
+    queue_datagram = ice.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        if not data:
+            return  # aiortc's transport task reads data[0] and dies on an empty datagram
+        srtp = transport._rx_srtp
+        # RTP and RTCP start 0b10; RTCP's packet types are 192-208 (RFC 5761 demux).
+        if srtp is not None and 127 < data[0] < 192 and len(data) > 1 and not 191 < data[1] < 209:
+            try:
+                packet = srtp.unprotect(data)
+            except pylibsrtp.Error as exc:
+                logger.debug("srtp unprotect refused a packet: %s", exc)
+                return  # forged, replayed or damaged: dropped, as aiortc would
+            tap(packet)
+            return
+        queue_datagram(data, component)
+
+    ice.data_received = data_received
 
 
 def stop_receiver_decoder(receiver: RTCRtpReceiver) -> None:
