@@ -50,8 +50,9 @@ FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
-# After SIGTERM, how long the workers get to close their sessions before SIGKILL.
-STOP_TIMEOUT_S = 20.0
+# After SIGTERM, how long the workers get to close their sessions before SIGKILL (inside
+# the systemd unit's TimeoutStopSec=20, so that the supervisor acts first).
+STOP_TIMEOUT_S = 15.0
 # vpserver's exit code for a configuration a worker rejects (server.cli.EXIT_USAGE).
 EXIT_USAGE = 2
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -189,8 +190,9 @@ class Worker:
     state: WorkerState = WorkerState.STOPPED
     process: subprocess.Popen | None = None
     exit_code: int | None = None
+    starts: int = 0
     restart_at: float = 0.0
-    restarts: deque[float] = field(default_factory=deque)
+    restarts: deque[float] = field(default_factory=deque)  # when, within the window
 
 
 class Supervisor:
@@ -199,10 +201,14 @@ class Supervisor:
 
     def __init__(self, workers: Sequence[tuple[str, list[str]]], *,
                  clock: Callable[[], float] = time.monotonic,
-                 stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+                 stop_timeout_s: float = STOP_TIMEOUT_S,
+                 first_backoff_s: float = FIRST_BACKOFF_S,
+                 max_restarts: int = MAX_RESTARTS) -> None:
         self.workers = [Worker(name, command) for name, command in workers]
         self._clock = clock
         self._stop_timeout_s = stop_timeout_s
+        self._first_backoff_s = first_backoff_s
+        self._max_restarts = max_restarts
         self._stopping = False
         self._stop_deadline = 0.0
         self._failure: int | None = None  # exit code when the server stops of itself
@@ -217,19 +223,13 @@ class Supervisor:
         try:
             for worker in self.workers:
                 self._start(worker)
-            while True:
-                select.select([wake_read], [], [], self._next_timeout())
-                for signum in _drain(wake_read):
-                    if signum in _STOP_SIGNALS:
-                        self._on_stop_signal(signal.Signals(signum))
-                self._reap()
-                if self._stopping:
-                    if not any(w.state is WorkerState.RUNNING for w in self.workers):
-                        break
-                    if self._clock() >= self._stop_deadline:
-                        self._kill_all("did not stop in time")
-                else:
-                    self._restart_due()
+            self._supervise(wake_read)
+        except BaseException:
+            self._kill_all("the supervisor failed")  # never leave workers behind
+            for worker in self.workers:
+                if worker.state is WorkerState.RUNNING:
+                    worker.process.wait(5)
+            raise
         finally:
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
@@ -241,6 +241,22 @@ class Supervisor:
         clean = all(w.exit_code == 0 for w in self.workers if w.exit_code is not None)
         logger.info("supervisor: all workers stopped%s", "" if clean else " (not all cleanly)")
         return 0 if clean else 1
+
+    def _supervise(self, wake_read: int) -> None:
+        """Until every worker has stopped after a stop signal or a fatal exit."""
+        while True:
+            select.select([wake_read], [], [], self._next_timeout())
+            for signum in _drain(wake_read):
+                if signum in _STOP_SIGNALS:
+                    self._on_stop_signal(signal.Signals(signum))
+            self._reap()
+            if self._stopping:
+                if not any(w.state is WorkerState.RUNNING for w in self.workers):
+                    break
+                if self._clock() >= self._stop_deadline:
+                    self._kill_all("did not stop in time")
+            else:
+                self._restart_due()
 
     # --- starting and restarting ---------------------------------------------------------
 
@@ -259,6 +275,7 @@ class Supervisor:
         worker.process = subprocess.Popen(worker.command, preexec_fn=die_with_parent, process_group=0)
         worker.state = WorkerState.RUNNING
         worker.exit_code = None
+        worker.starts += 1
         logger.info("supervisor: worker %s is pid %d", worker.name, worker.process.pid)
 
     def _reap(self) -> None:
@@ -277,11 +294,11 @@ class Supervisor:
             now = self._clock()
             while worker.restarts and now - worker.restarts[0] > RESTART_WINDOW_S:
                 worker.restarts.popleft()
-            if len(worker.restarts) >= MAX_RESTARTS:
+            if len(worker.restarts) >= self._max_restarts:
                 self._give_up(f"worker {worker.name} exited {len(worker.restarts) + 1} times within "
                               f"{RESTART_WINDOW_S:.0f} s ({_describe(code)}); stopping", 1)
                 continue
-            delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** len(worker.restarts))
+            delay = min(MAX_BACKOFF_S, self._first_backoff_s * 2 ** len(worker.restarts))
             worker.restarts.append(now)
             worker.restart_at = now + delay
             worker.state = WorkerState.WAITING
@@ -334,6 +351,7 @@ class Supervisor:
             if worker.state is WorkerState.RUNNING:
                 logger.warning("supervisor: killing worker %s (%s)", worker.name, why)
                 _send(worker, signal.SIGKILL)
+        self._stop_deadline = self._clock() + 5.0  # then again, should one survive SIGKILL
 
 
 def _note_signal(signum: int, frame: object) -> None:

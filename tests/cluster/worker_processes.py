@@ -81,17 +81,14 @@ async def registered_nodes(redis_url: str) -> dict[str, dict]:
         records = await NodeRegistry(client, PREFIX).load_all()
     finally:
         await client.aclose()
-    return {k: {"public_url": r.public_url, "relay": r.relay_address, "started": r.started}
-            for k, r in records.items()}
+    return {k: {"public_url": r.public_url, "relay": r.relay_address} for k, r in records.items()}
 
 
-async def wait_registered(redis_url: str, names: list[str], timeout: float = 30.0,
-                          newer_than: dict[str, float] | None = None) -> dict[str, dict]:
-    """Wait (bounded) until every node in `names` has a record (started after
-    `newer_than[name]`, when given); returns the records."""
+async def wait_registered(redis_url: str, names: list[str], timeout: float = 30.0) -> dict[str, dict]:
+    """Wait (bounded) until every node in `names` has a record; returns the records."""
     for _ in range(int(timeout / 0.1)):
         nodes = await registered_nodes(redis_url)
-        if all(n in nodes and nodes[n]["started"] > (newer_than or {}).get(n, 0.0) for n in names):
+        if all(n in nodes for n in names):
             return nodes
         await asyncio.sleep(0.1)
     raise TimeoutError(f"nodes {names} not registered: {sorted(nodes)}")
