@@ -337,7 +337,7 @@ class Agent:
             for cid in r.session.board.ids():
                 rx = r.session.receiver_of(cid)
                 if rx is not None:
-                    receivers[str(cid)] = {"packets": rx.packets, "lost": rx.lost, "bad": rx.bad}
+                    receivers[str(cid)] = rx.stats()  # packets, lost, bad, FEC, concealed, late, ...
             out["receivers"] = receivers
             out["access_times"] = list(r.session.access_times)
         if events:

@@ -18,7 +18,7 @@ STAGES = [  # (name, label): consecutive stage pairs of bench/console_probes.py
     ("mic_loop", "mic_send", "waiting for the encoder's recv()"),
     ("mic_send", "sink_write", "Opus encode + look-ahead (an onset in a frame's last 6.5 ms leaves "
                                "with the next packet), SRTP, server, loopback, decode"),
-    ("sink_write", "spk_cb", "listener's jitter buffer (PlaybackSink)"),
+    ("sink_write", "spk_cb", "listener's jitter buffer (RTP arrival → mixed out; start delay, frame, decode)"),
 ]
 
 

@@ -7,17 +7,27 @@ entry points so that the first loud sample of each burst is time-stamped
   mic_cb      PortAudio's input callback hands the block over     (PortAudio thread)
   mic_loop    Microphone._on_block runs on the event loop         (loop)
   mic_send    MicrophoneTrack.recv gives the frame to the encoder (loop)
-  sink_write  a channel's PlaybackSink gets the decoded packet    (loop; = RTP arrival)
+  sink_write  the burst's RTP packet reaches the channel's receiver (loop): stamped with
+              the packet's arrival time when the receiver decodes it (on the audio
+              thread, as the jitter buffer plays it; `decoded_at`, `action` and
+              `waited_ms` say when and how), or a PlaybackSink gets written PCM (the
+              audio-path-alone loopback)
   spk_cb      the Speaker's output callback mixes it out          (PortAudio thread)
   clip_start  the Speaker's callback starts a tone clip           (PortAudio thread)
 
 A "burst" starts when a block has a sample at or above the threshold after at least
 `holdoff_s` of quiet. `LoopLag` is a task that sleeps 10 ms and records how late it woke.
+
+`Impairment` (environment variable VPDESK_BENCH_IMPAIR="loss=0.05,jitter_ms=30,seed=1",
+read by install()) drops and delays packets in the channel receivers' tap of this
+process: what a lossy, jittery network would do to the listener.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import time
 from typing import Any
 
@@ -25,6 +35,8 @@ import numpy as np
 
 from vpdesk.audio.capture import Microphone, MicrophoneTrack
 from vpdesk.audio.playback import PlaybackSink, Speaker
+from vpdesk.core.jitter import Action
+from vpdesk.media.receive import ChannelReceiver
 
 RATE = 48_000
 MAX_EVENTS = 20_000  # per stage: a bound on memory whatever the run length
@@ -70,6 +82,9 @@ class StageProbe:
             "mic_cb", "mic_loop", "mic_send", "sink_write", "spk_cb", "clip_start")}
         self.buffer_trace: list[tuple[float, str, float]] = []  # (t, sink key, buffered ms)
         self._detectors: dict[tuple[str, object], _Onset] = {}
+        # (channel, 16-bit seq) → the sink's buffered ms when that packet arrived
+        self._at_arrival: dict[tuple[int, int], float] = {}
+        self.impairment = Impairment.from_env()
 
     def _detect(self, stage: str, key: object, samples: np.ndarray, scale: float, now: float) -> int | None:
         det = self._detectors.get((stage, key))
@@ -92,6 +107,8 @@ class StageProbe:
         probe = self
         mic_cb, mic_block, track_recv = Microphone._on_audio, Microphone._on_block, MicrophoneTrack.recv
         sink_write, spk_cb = PlaybackSink.write, Speaker._on_audio
+        rx_feed, rx_decode = ChannelReceiver.feed, ChannelReceiver._decode
+        impairment = self.impairment
 
         def on_audio_in(self, indata, frames, t, status):
             now = time.monotonic()
@@ -128,6 +145,31 @@ class StageProbe:
                 probe.buffer_trace.append((now, str(self.key), before))
             sink_write(self, pcm)
 
+        def feed(self, data):
+            if len(data) >= 4:
+                sink_ms = self.sink.buffered_ms if hasattr(self.sink, "buffered_ms") else 0.0
+                if len(probe._at_arrival) > 4 * MAX_EVENTS:
+                    probe._at_arrival.clear()
+                probe._at_arrival[(self.channel_id, (data[2] << 8) | data[3])] = sink_ms
+                if probe.trace_buffer and len(probe.buffer_trace) < 10 * MAX_EVENTS:
+                    probe.buffer_trace.append((time.monotonic(), str(self.channel_id), sink_ms))
+            rx_feed(self, data)
+
+        def decode(self, playout):
+            pcm = rx_decode(self, playout)
+            packet = playout.packet
+            if pcm is not None and packet is not None and playout.action in (Action.PLAY, Action.FEC):
+                now = time.monotonic()
+                at = probe._detect("sink_write", str(self.channel_id), pcm, 1.0, now)
+                if at is not None:
+                    seq = packet.seq & 0xFFFF if playout.action is Action.PLAY else (packet.seq - 1) & 0xFFFF
+                    probe._add("sink_write", t=packet.arrival, offset=at, key=str(self.channel_id),
+                               buffered_ms=probe._at_arrival.get((self.channel_id, seq)),
+                               state="decoded", samples=len(pcm), decoded_at=now,
+                               waited_ms=round((now - packet.arrival) * 1000.0, 3),
+                               action=playout.action.value)
+            return pcm
+
         def on_audio_out(self, outdata, frames, t, status):
             now = time.monotonic()
             out_latency = _latency_of(t, "outputBufferDacTime")
@@ -143,6 +185,44 @@ class StageProbe:
         MicrophoneTrack.recv = recv
         PlaybackSink.write = write
         Speaker._on_audio = on_audio_out
+        ChannelReceiver._decode = decode
+        ChannelReceiver.feed = impairment.wrap(feed) if impairment is not None else feed
+
+
+class Impairment:
+    """Drops (`loss`, a probability) and delays (uniform 0..`jitter_ms`, so packets also
+    reorder) the packets a ChannelReceiver is fed, on the running event loop."""
+
+    def __init__(self, loss: float, jitter_ms: float, seed: int = 1) -> None:
+        self.loss = loss
+        self.jitter_s = jitter_ms / 1000.0
+        self.rng = random.Random(seed)
+        self.dropped = 0
+        self.delayed = 0
+
+    @classmethod
+    def from_env(cls) -> Impairment | None:
+        spec = os.environ.get("VPDESK_BENCH_IMPAIR")
+        if not spec:
+            return None
+        values = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+        return cls(float(values.get("loss", 0)), float(values.get("jitter_ms", 0)), int(values.get("seed", 1)))
+
+    def wrap(self, feed):
+        impairment = self
+
+        def impaired(receiver, data):
+            if impairment.rng.random() < impairment.loss:
+                impairment.dropped += 1
+                return
+            delay = impairment.rng.uniform(0.0, impairment.jitter_s)
+            if delay <= 0.0:
+                feed(receiver, data)
+                return
+            impairment.delayed += 1
+            asyncio.get_running_loop().call_later(delay, feed, receiver, data)
+
+        return impaired
 
 
 class LoopLag:

@@ -1,4 +1,5 @@
-"""The receive path's packet handling: mid routing, sequence checks, Opus decoding."""
+"""The receive path's packet handling: mid routing, sequence checks, Opus decoding, and
+the two ways audio reaches a sink (pulled through the jitter buffer, or written)."""
 
 from __future__ import annotations
 
@@ -52,15 +53,54 @@ def test_receiver_decodes_in_order_and_drops_duplicates_and_late_packets():
     sink = Sink()
     active = []
     receiver = ChannelReceiver(5, sink, active.append, clock=lambda: 0.0)
+    assert not receiver.pulled  # a sink that only takes writes: decoded on arrival
     receiver.feed(rtp(100, packets[0]))
     receiver.feed(rtp(101, packets[1]))
     receiver.feed(rtp(101, packets[1]))  # duplicate
     receiver.feed(rtp(100, packets[0]))  # late
     receiver.feed(rtp(104, packets[2]))  # two lost
     assert receiver.packets == 3 and receiver.lost == 2
-    assert [len(c) for c in sink.chunks] == [960, 960, 960]
+    # 102 concealed, 103 recovered from 104's FEC, then 104 itself.
+    assert [len(c) for c in sink.chunks] == [960] * 5
+    assert receiver.concealed == 1 and receiver.recovered_by_fec == 1
+    assert receiver.stats()["duplicates"] == 2  # 100 was received before: not "late"
     assert all(c.dtype == np.float32 for c in sink.chunks)
     assert active == [5]  # activity is reported at most every ACTIVITY_EVERY_S
+
+
+class PullingSink:
+    """What ChannelReceiver needs of a PlaybackSink that pulls."""
+
+    def __init__(self):
+        self.source = None
+
+    def attach(self, source):
+        self.source = source
+
+    def write(self, pcm):
+        raise AssertionError("a pulling sink is never written to")
+
+
+def test_a_pulling_sink_gets_frames_after_the_start_delay():
+    packets = opus_packets(4)
+    now = [10.0]
+    sink = PullingSink()
+    receiver = ChannelReceiver(5, sink, clock=lambda: now[0])
+    assert receiver.pulled and sink.source is receiver
+    assert receiver.next_frame() is None  # nothing yet
+    receiver.feed(rtp(7, packets[0], ts=0))
+    receiver.feed(rtp(8, packets[1], ts=960))
+    assert receiver.next_frame() is None  # the start delay (initially one frame)
+    now[0] += receiver.target_delay_ms / 1000.0
+    first = receiver.next_frame()
+    assert first is not None and len(first) == 960 and first.dtype == np.float32
+    assert len(receiver.next_frame()) == 960
+    assert len(receiver.next_frame()) == 960  # 9 is missing: concealed (an underrun so far)
+    assert receiver.concealed == 1
+    # Moving to another sink detaches from the first.
+    other = PullingSink()
+    receiver.sink = other
+    assert other.source is receiver and sink.source is None
 
 
 def test_receiver_survives_garbage():

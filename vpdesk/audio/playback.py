@@ -1,16 +1,24 @@
 """The speaker: one output stream mixing every channel's audio and the tones.
 
-Each monitored channel writes its decoded audio into a PlaybackSink; one sounddevice
-OutputStream pulls 10 ms from every sink, applies each sink's gain, adds the one-shot
-clips (tones) and plays the sum. A sink is a small jitter buffer: after running empty
-it waits for `prefill_ms` of audio before playing again (so network jitter does not
-chop the sound), and it never holds more than `max_buffer_ms` (the oldest audio goes
-first), so latency stays bounded whatever the sender's clock does.
+One sounddevice OutputStream pulls 10 ms from every PlaybackSink, applies each sink's
+gain, adds the one-shot clips (tones) and plays the sum. A sink gets its audio one of
+two ways:
 
-Threads: write(), sink(), remove_sink(), play_clip(), open() and close() run on the
-asyncio loop's thread; PortAudio's thread runs `_on_audio`, which only copies and adds
-small arrays. A sink's buffer is shared between the two under a lock held for a few
-array copies at most; clips are handed over through a deque (thread-safe appends).
+- **A frame source** (`attach()`): a monitored channel's receiver
+  (vpdesk.media.receive.ChannelReceiver), whose jitter buffer decides, each time the
+  sink needs the next frame, what to decode: the packet, a lost packet's FEC, or a
+  concealment. Playout is thus driven by the audio device's clock, and the receiver's
+  adaptive start delay is the only buffering (the remainder of a 20 ms frame waits for
+  the next 10 ms callback).
+- **Written PCM** (`write()`: the bench's audio-path-alone loopback, tests): a small
+  fixed buffer: after running empty it waits for `prefill_ms` of audio before playing
+  again, and it never holds more than `max_buffer_ms` (the oldest audio goes first).
+
+Threads: write(), attach(), sink(), remove_sink(), play_clip(), open() and close() run on
+the asyncio loop's thread; PortAudio's thread runs `_on_audio`, which copies and adds
+small arrays and calls each attached source's `next_frame()` (a decode, ~0.1 ms, with
+the GIL released). A sink's buffer is shared between the two under a lock held for a
+few array copies at most; clips are handed over through a deque (thread-safe appends).
 
 A Speaker that is not open (no device, or it failed) still takes writes: sinks just
 keep their newest max_buffer_ms, so the session layer never special-cases it.
@@ -23,7 +31,7 @@ import enum
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import sounddevice as sd
@@ -50,10 +58,27 @@ class SinkState(enum.Enum):
     PLAYING = "playing"
 
 
+class FrameSource(Protocol):
+    """Audio that a sink pulls frame by frame (a channel's jitter buffer and decoder)."""
+
+    @property
+    def underruns(self) -> int: ...  # read on PortAudio's thread
+
+    @property
+    def buffered_ms(self) -> float: ...
+
+    def next_frame(self) -> np.ndarray | None:
+        """PortAudio's thread: the next frame (float32 mono 48 kHz), or None: silence."""
+
+    def end_of_burst(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
 class PlaybackSink:
     """One source of audio (a channel) into the Speaker's mix.
 
-    write() and `gain` belong to the loop thread; `_pull` to PortAudio's.
+    write(), attach() and `gain` belong to the loop thread; `_pull` to PortAudio's.
     """
 
     def __init__(self, key: object, speaker: Speaker, prefill: int, max_buffer: int) -> None:
@@ -72,6 +97,24 @@ class PlaybackSink:
         # Set by end_of_burst(): the transmission is over, so running dry is expected.
         self._burst_over = False
         self.dropped_samples = 0  # discarded by the max_buffer rule
+        self._source: FrameSource | None = None
+        self._pending = np.zeros(0, dtype=np.float32)  # the rest of the source's last frame
+        self._source_underruns = 0  # the source's count, as last seen by _pull
+        self._source_playing = False
+        self._generation = 0  # bumped by attach() and clear(): a pull in flight is stale
+
+    def attach(self, source: FrameSource | None) -> None:
+        """Loop thread: play `source`'s frames from now on (None: stop pulling)."""
+        with self._lock:
+            self._source = source
+            self._generation += 1
+            self._pending = self._pending[:0]
+            self._source_underruns = source.underruns if source is not None else 0
+            self._source_playing = False
+
+    @property
+    def source(self) -> FrameSource | None:
+        return self._source
 
     @property
     def gain(self) -> float:
@@ -84,10 +127,15 @@ class PlaybackSink:
 
     @property
     def buffered_ms(self) -> float:
-        return self._buffered * 1000.0 / SAMPLE_RATE
+        """Audio waiting: written PCM, plus a source's unplayed frame part and buffer."""
+        ms = (self._buffered + len(self._pending)) * 1000.0 / SAMPLE_RATE
+        source = self._source
+        return ms + source.buffered_ms if source is not None else ms
 
     @property
     def state(self) -> SinkState:
+        if self._source is not None and self._source_playing:
+            return SinkState.PLAYING
         return self._state
 
     def write(self, pcm: np.ndarray) -> None:
@@ -97,7 +145,7 @@ class PlaybackSink:
             return
         if self._dry_at is not None:
             if time.monotonic() - self._dry_at < MID_BURST_GAP_S:
-                self._speaker.underruns += 1
+                self._speaker._written_underruns += 1
             self._dry_at = None
         self._burst_over = False
         with self._lock:
@@ -114,6 +162,8 @@ class PlaybackSink:
         new transmission, not the recovery from an underrun, however soon it comes."""
         self._burst_over = True
         self._dry_at = None
+        if self._source is not None:
+            self._source.end_of_burst()
 
     def clear(self) -> None:
         """Loop thread: forget everything buffered (e.g. the device changed)."""
@@ -123,7 +173,12 @@ class PlaybackSink:
             self._buffered = 0
             self._state = SinkState.FILLING
             self._waited = 0
+            self._pending = self._pending[:0]
+            self._generation += 1
+            self._source_playing = False
         self._dry_at = None
+        if self._source is not None:
+            self._source.reset()
 
     def _drop_oldest(self, count: int) -> None:
         """Under the lock: discard the oldest `count` samples."""
@@ -142,6 +197,43 @@ class PlaybackSink:
     def _pull(self, out: np.ndarray) -> bool:
         """PortAudio thread: fill `out` with the next samples (zeros past the end);
         False (and `out` untouched) while the sink is silent."""
+        source = self._source
+        if source is not None and self._pull_source(out, source):
+            return True
+        return self._pull_written(out)
+
+    def _pull_source(self, out: np.ndarray, source: FrameSource) -> bool:
+        """PortAudio thread: the pending part of the last frame, then new frames."""
+        wanted = len(out)
+        with self._lock:
+            pending, self._pending = self._pending, self._pending[:0]
+            generation = self._generation
+        filled = min(wanted, len(pending))
+        out[:filled] = pending[:filled]
+        pending = pending[filled:]
+        while filled < wanted:
+            frame = source.next_frame()  # outside the lock: this decodes
+            if frame is None or len(frame) == 0:
+                break
+            take = min(wanted - filled, len(frame))
+            out[filled : filled + take] = frame[:take]
+            filled += take
+            pending = frame[take:]
+        underruns = source.underruns
+        if underruns != self._source_underruns:
+            self._speaker._pulled_underruns += underruns - self._source_underruns
+            self._source_underruns = underruns
+        with self._lock:
+            if self._generation == generation:  # not re-attached or cleared meanwhile
+                self._pending = pending
+                self._source_playing = filled > 0
+        if filled == 0:
+            return False
+        out[filled:] = 0.0
+        return True
+
+    def _pull_written(self, out: np.ndarray) -> bool:
+        """PortAudio thread: from the written PCM, with the prefill rule."""
         wanted = len(out)
         with self._lock:
             if self._state is SinkState.FILLING:
@@ -200,7 +292,10 @@ class Speaker:
         self._clips: list[list[Any]] = []  # PortAudio thread only: [samples, position, gain]
         self._mix = np.zeros(BLOCK_SAMPLES, dtype=np.float32)
         self._scratch = np.zeros(BLOCK_SAMPLES, dtype=np.float32)
-        self.underruns = 0
+        # Underruns: counted on the loop for written PCM, on PortAudio's thread for
+        # sources (one writer each, so no lock).
+        self._written_underruns = 0
+        self._pulled_underruns = 0
         self.callbacks = 0
         self.output_underflows = 0  # blocks PortAudio itself reported as late
 
@@ -234,6 +329,11 @@ class Speaker:
         self._new_clips.clear()
         self._clips = []
         logger.info("speaker %r: closed", self.device)
+
+    @property
+    def underruns(self) -> int:
+        """Times a sink ran dry in the middle of a transmission and then went on."""
+        return self._written_underruns + self._pulled_underruns
 
     @property
     def is_open(self) -> bool:

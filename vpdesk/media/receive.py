@@ -4,35 +4,54 @@ aiortc's own receive path puts every packet through a fixed jitter buffer and a 
 thread per transceiver before `track.recv()` hands out frames: 80 ms or more of added
 delay, and one idle thread per monitored channel. A dispatcher listens to up to 50
 channels, so the console taps the decrypted RTP off the peer's one (BUNDLE) transport
-instead, routes each packet to its channel by the RTP `mid` header extension the server
-writes on every copy, decodes it with PyAV's Opus decoder and writes the samples to that
-channel's playback sink, whose own small buffer absorbs the jitter.
+instead and routes each packet to its channel by the RTP `mid` header extension the
+server writes on every copy.
 
-Everything here runs on the event loop that owns the peer.
+Each channel's ChannelReceiver puts its packets into an adaptive jitter buffer
+(vpdesk.core.jitter) and decodes with libopus (vpdesk.audio.opus), which can also
+recover a lost packet from the next one's in-band FEC and conceal what cannot be
+recovered. With a sink that pulls (vpdesk.audio.playback.PlaybackSink.attach), the
+decode happens when the speaker's callback needs the next frame, so the jitter
+buffer's start delay, adapted to the measured arrival jitter, is the only buffering.
+A sink that only takes writes (a test's recorder) gets each packet decoded on arrival,
+with the same FEC and concealment for gaps.
+
+Packets arrive on the event loop that owns the peer; `next_frame()` runs on the audio
+callback's thread. The jitter buffer is shared under a lock held for its bookkeeping
+only; the decoder belongs to whichever thread decodes (one at a time: its own lock).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-import av
 import numpy as np
 
 from server.media import aiortc_hooks
 from server.media.forwarder import MalformedRtp, rtp_payload_bounds
+from vpdesk.audio.opus import OpusDecoder, OpusError, packet_samples
+from vpdesk.core.jitter import Action, JitterBuffer, JitterConfig, Playout
 
 logger = logging.getLogger(__name__)
 
 MID_EXTENSION_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 # Tell the board a channel is active at most this often: a lamp needs no 50 Hz updates.
 ACTIVITY_EVERY_S = 0.2
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz, until a packet says otherwise
+# A decoded frame below this RMS (about −50 dBFS) is silence: the jitter buffer may skip
+# the next one to shrink its delay.
+QUIET_RMS = 0.003
+# A sink that only takes writes gets each packet decoded at once: no start delay.
+WRITE_THROUGH = JitterConfig(min_delay=0.0, max_delay=0.0, initial_delay=0.0)
 
 
 class AudioSink(Protocol):
-    """Where decoded audio goes (vpdesk.audio.playback.PlaybackSink)."""
+    """Where decoded audio goes: vpdesk.audio.playback.PlaybackSink (which pulls through
+    attach()), or anything with write() (decoded audio is pushed as it arrives)."""
 
     def write(self, pcm: np.ndarray) -> None: ...
 
@@ -66,7 +85,12 @@ def rtp_mid(data: bytes, ext_id: int) -> str | None:
 
 
 class ChannelReceiver:
-    """One monitored channel: decodes its Opus packets into its playback sink."""
+    """One monitored channel: jitter buffer and Opus decoder feeding its playback sink.
+
+    Counters: packets (received, without duplicates), lost (RFC 3550), bad (not RTP or
+    not Opus), late, recovered_by_fec, concealed, underruns; stats() has them all.
+    `sink` may be replaced (the speaker changed): the receiver moves over to the new one.
+    """
 
     def __init__(
         self,
@@ -74,53 +98,174 @@ class ChannelReceiver:
         sink: AudioSink,
         on_activity: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        jitter: JitterConfig | None = None,
     ) -> None:
         self.channel_id = channel_id
-        self.sink = sink
         self._on_activity = on_activity
         self._clock = clock
-        self._decoder = self._new_decoder()
-        self._last_seq: int | None = None
+        self._jitter_config = jitter
+        self._lock = threading.Lock()  # the jitter buffer: loop vs audio thread
+        self._decode_lock = threading.Lock()
+        self._decoder = OpusDecoder()
+        self._frame_samples = FRAME_SAMPLES
+        self._last_quiet = False  # the audio thread's: the last frame played was silence
         self._last_activity = float("-inf")
-        self.packets = 0
-        self.lost = 0
-        self.bad = 0
+        self._malformed = 0
+        self._undecodable = 0
+        self._sink: Any = None
+        self._buffer = JitterBuffer(jitter, clock)
+        self.sink = sink
 
-    @staticmethod
-    def _new_decoder() -> av.CodecContext:
-        decoder = av.CodecContext.create("opus", "r")
-        decoder.sample_rate = 48000
-        decoder.layout = "mono"
-        return decoder
+    # --- the sink ----------------------------------------------------------------------
+
+    @property
+    def sink(self) -> Any:
+        return self._sink
+
+    @sink.setter
+    def sink(self, sink: Any) -> None:
+        old, self._sink = self._sink, sink
+        if old is not None and getattr(old, "source", None) is self:
+            old.attach(None)
+        pulls = hasattr(sink, "attach")
+        with self._lock:
+            if pulls != self.pulled:
+                # Pulled: the adaptive buffer; written: decode each packet on arrival.
+                config = (self._jitter_config or JitterConfig()) if pulls else WRITE_THROUGH
+                self._buffer = JitterBuffer(config, self._clock)
+            else:
+                self._buffer.reset()
+        if pulls:
+            sink.attach(self)
+
+    @property
+    def pulled(self) -> bool:
+        """Whether the sink pulls frames (else each packet is decoded and written)."""
+        return self._buffer.config is not WRITE_THROUGH
+
+    # --- counters -----------------------------------------------------------------------
+
+    @property
+    def packets(self) -> int:
+        return self._buffer.received
+
+    @property
+    def lost(self) -> int:
+        return self._buffer.lost
+
+    @property
+    def bad(self) -> int:
+        return self._malformed + self._undecodable
+
+    @property
+    def late(self) -> int:
+        return self._buffer.late
+
+    @property
+    def recovered_by_fec(self) -> int:
+        return self._buffer.recovered_by_fec
+
+    @property
+    def concealed(self) -> int:
+        return self._buffer.concealed
+
+    @property
+    def underruns(self) -> int:
+        return self._buffer.underruns
+
+    @property
+    def buffered_ms(self) -> float:
+        return self._buffer.depth * self._frame_samples * 1000.0 / 48000
+
+    @property
+    def target_delay_ms(self) -> float:
+        return self._buffer.target_delay * 1000.0
+
+    def stats(self) -> dict[str, Any]:
+        b = self._buffer
+        return {"packets": b.received, "lost": b.lost, "bad": self.bad, "late": b.late,
+                "duplicates": b.duplicates, "recovered_by_fec": b.recovered_by_fec,
+                "concealed": b.concealed, "underruns": b.underruns, "skipped": b.skipped,
+                "discarded": b.discarded,
+                "target_delay_ms": round(b.target_delay * 1000.0, 2),
+                "jitter_ms": None if b.jitter_estimate is None else round(b.jitter_estimate * 1000.0, 2)}
+
+    # --- the network side (event loop) ------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """One RTP packet of this channel (SRTP already removed)."""
         try:
             start, end = rtp_payload_bounds(data)
         except MalformedRtp:
-            self.bad += 1
+            self._malformed += 1
+            return
+        payload = data[start:end]
+        try:
+            packet_samples(payload)
+        except OpusError:
+            self._malformed += 1
             return
         seq = (data[2] << 8) | data[3]
-        if self._last_seq is not None:
-            step = (seq - self._last_seq) & 0xFFFF
-            if step == 0 or step > 0x8000:
-                return  # a duplicate or a late packet: its moment has passed
-            self.lost += step - 1
-        self._last_seq = seq
-        self.packets += 1
-        try:
-            frames = self._decoder.decode(av.Packet(data[start:end]))
-        except av.error.FFmpegError as exc:
-            self.bad += 1
-            logger.debug("channel %s: undecodable packet: %s", self.channel_id, exc)
-            return
-        for frame in frames:
-            pcm = frame.to_ndarray()
-            self.sink.write(pcm[0] if pcm.ndim == 2 else pcm)
+        timestamp = int.from_bytes(data[4:8], "big")
+        with self._lock:
+            self._buffer.push(seq, timestamp, payload)
+        if not self.pulled:
+            self._write_through()
         now = self._clock()
         if self._on_activity is not None and now - self._last_activity >= ACTIVITY_EVERY_S:
             self._last_activity = now
             self._on_activity(self.channel_id)
+
+    def _write_through(self) -> None:
+        """A writing sink: decode what the packet made playable, now."""
+        while True:
+            with self._lock:
+                if self._buffer.depth == 0:
+                    return
+                playout = self._buffer.next()
+            pcm = self._decode(playout)
+            if pcm is None:
+                return
+            self._sink.write(pcm)
+
+    # --- the playout side (the audio callback's thread) --------------------------------
+
+    def next_frame(self) -> np.ndarray | None:
+        """The next frame to play (float32), or None: nothing to play now."""
+        with self._lock:
+            playout = self._buffer.next(self._last_quiet)
+        return self._decode(playout)
+
+    def end_of_burst(self) -> None:
+        with self._lock:
+            self._buffer.end_of_burst()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buffer.reset()
+
+    def _decode(self, playout: Playout) -> np.ndarray | None:
+        """Carry out one jitter-buffer decision with the decoder."""
+        action, packet = playout.action, playout.packet
+        if action is Action.NOTHING:
+            return None
+        with self._decode_lock:
+            try:
+                if action is Action.PLAY:
+                    assert packet is not None
+                    pcm = self._decoder.decode(packet.payload)
+                    self._frame_samples = len(pcm) or self._frame_samples
+                    self._last_quiet = float(np.dot(pcm, pcm)) < QUIET_RMS * QUIET_RMS * len(pcm)
+                    return pcm
+                self._last_quiet = False
+                if action is Action.FEC:
+                    assert packet is not None
+                    return self._decoder.decode_fec(packet.payload, packet_samples(packet.payload))
+                return self._decoder.conceal(self._frame_samples)
+            except OpusError as exc:
+                self._undecodable += 1
+                logger.debug("channel %s: undecodable packet: %s", self.channel_id, exc)
+                return self._decoder.conceal(self._frame_samples)
 
 
 class ReceiveRouter:
