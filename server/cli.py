@@ -297,7 +297,8 @@ def _read_secret(path: Path | None) -> str | None:
 def configure_logging(verbosity: int) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbosity else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        # The process id tells `--workers` processes apart in one journal.
+        format="%(asctime)s %(process)d %(levelname)-7s %(name)s: %(message)s",
     )
     if verbosity < 2:
         # aioice and aiortc log every candidate pair at DEBUG; ask for them with -vv.
