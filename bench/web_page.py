@@ -79,7 +79,7 @@ async def outbound_rate(page, seconds: float) -> float:
 def page_weight() -> dict[str, int]:
     web = ROOT / "server" / "web"
     files = [web / "index.html", web / "style.css", web / "icon.svg", *sorted((web / "js").glob("*.js"))]
-    tones = [ROOT / "resources" / "tones" / f"{name}.wav" for name in ("talk_permit", "end_of_tx", "busy")]
+    tones = [ROOT / "server" / "tones" / f"{name}.wav" for name in ("talk_permit", "end_of_tx", "busy")]
     return {
         "page_bytes": sum(f.stat().st_size for f in files),
         "page_files": len(files),

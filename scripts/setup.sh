@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Prepare this checkout on a fresh Debian/Ubuntu machine: system packages, a venv, the
-# project installed into it. `--test` adds what the test suite uses. Safe to re-run.
+# project installed into it. `--test` adds what the test suite uses; `--installer` what
+# installers/build.py needs to build the desktop app (docs/installing.md). Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_tests=0
-[ "${1:-}" = "--test" ] && want_tests=1
+want_installer=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_tests=1 ;;
+    --installer) want_installer=1 ;;
+    *) echo "usage: $0 [--test] [--installer]" >&2; exit 2 ;;
+  esac
+done
 
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
@@ -27,6 +35,11 @@ if [ "$want_tests" = 1 ]; then
   packages+=(espeak-ng sox iproute2 util-linux pulseaudio pulseaudio-utils xvfb xauth chromium
     coturn redis-server)
 fi
+if [ "$want_installer" = 1 ]; then
+  # PyInstaller reads shared libraries' dependencies with objdump (binutils) and ldd;
+  # desktop-file-validate checks the bundle's .desktop entry in the installer test.
+  packages+=(binutils desktop-file-utils)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,8 +54,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-if [ "$want_tests" = 1 ]; then
-  .venv/bin/python -m pip install -q -e ".[test]"
+extras=()
+[ "$want_tests" = 1 ] && extras+=(test)
+[ "$want_installer" = 1 ] && extras+=(installer)
+if [ "${#extras[@]}" -gt 0 ]; then
+  .venv/bin/python -m pip install -q -e ".[$(IFS=,; echo "${extras[*]}")]"
 else
   .venv/bin/python -m pip install -q -e .
 fi

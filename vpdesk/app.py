@@ -18,13 +18,16 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
+import signal
+import socket
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSocketNotifier, QTimer
 from PySide6.QtWidgets import QApplication, QDialog
 
 from vpdesk import paths
@@ -96,10 +99,11 @@ def setup_logging() -> Path | None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stderr = logging.StreamHandler()
-    stderr.setFormatter(fmt)
-    stderr.setLevel(logging.WARNING)
-    root.addHandler(stderr)
+    if sys.stderr is not None:  # a windowed frozen app on Windows has none
+        stderr = logging.StreamHandler()
+        stderr.setFormatter(fmt)
+        stderr.setLevel(logging.WARNING)
+        root.addHandler(stderr)
     try:
         folder = paths.log_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -350,6 +354,8 @@ class Console:
             self.window.resize(1280, 800)
         self.window.closing.connect(self._closed.set)
         self.window.show()
+        # On the system-wide monotonic clock: the installer test measures start-up with it.
+        logger.info("window shown (monotonic %.3f)", time.monotonic())
         self.session.start()
         if self.options.quit_after is not None:
             loop.create_task(self._quit_later(self.options.quit_after))
@@ -361,6 +367,14 @@ class Console:
         self.vm.set_microphone(self.audio.microphone)
         self.tones.speaker = self.audio.speaker
         return problem
+
+    def request_quit(self) -> None:
+        """Quit as closing the window does (settings saved, server stopped, exit code 0).
+        GUI thread. Before the window is shown, the console quits as soon as it is."""
+        logger.info("quit requested")
+        if self.window is not None:
+            self.window.close()
+        self._closed.set()
 
     async def _quit_later(self, seconds: float) -> None:
         assert self.session is not None
@@ -394,6 +408,42 @@ class Console:
         await asyncio.sleep(0)
 
 
+def quit_on_sigterm(console: Console, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Make SIGTERM (a desktop session ending, `kill`, the installer test) a clean quit
+    through `console.request_quit()`; returns the undo. POSIX only (a no-op on Windows).
+
+    Qt's loop runs in C++, where Python signal handlers wait for the next Python code:
+    the wakeup fd makes the signal readable on a socket whose notifier runs some, at once.
+    """
+    if sys.platform == "win32":
+        return lambda: None
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(writer.fileno())
+    # Python runs the handler between any two bytecodes of the GUI thread: only schedule
+    # the quit there, so that it runs from the loop, not in the middle of other code.
+    previous_handler = signal.signal(
+        signal.SIGTERM, lambda _signum, _frame: loop.call_soon_threadsafe(console.request_quit)
+    )
+    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            reader.recv(64)
+
+    notifier.activated.connect(drain)
+
+    def undo() -> None:
+        notifier.setEnabled(False)
+        signal.signal(signal.SIGTERM, previous_handler)
+        signal.set_wakeup_fd(previous_fd)
+        reader.close()
+        writer.close()
+
+    return undo
+
+
 def main(argv: list[str] | None = None) -> int:
     import qasync
 
@@ -410,12 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     console = Console(app, options)
+    undo_sigterm = quit_on_sigterm(console, loop)
     logger.info("vpdesk starting (log %s)", log_file)
     try:
         with loop:
             code = loop.run_until_complete(console.run())
     except KeyboardInterrupt:
         code = 130
+    undo_sigterm()
     collector.stop()
     logger.info("vpdesk stopped after %.1f s", time.monotonic() - started)
     QTimer.singleShot(0, app.quit)

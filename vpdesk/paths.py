@@ -1,10 +1,10 @@
 """Where the console finds its shipped files and keeps the user's.
 
-The one place that knows how a PyInstaller bundle lays files out (`sys._MEIPASS`): the
-rest of the console asks here. Shipped, read-only files (tones, the web page) live in the
-source checkout or inside the bundle; the user's files (settings, the embedded server's
-data, logs) live in the platform's per-user folders, each of which an environment
-variable can move (tests, portable installs).
+The rest of the console asks here. Shipped, read-only files (tones, the web page) are the
+server package's, found by server.shipped (the one module that knows how a PyInstaller
+bundle lays files out) in a source checkout, an installed wheel or a bundle alike; the
+user's files (settings, the embedded server's data, logs) live in the platform's per-user
+folders, each of which an environment variable can move (tests, portable installs).
 
 Pure functions reading `sys` and the environment each time: call from any thread.
 """
@@ -12,10 +12,11 @@ Pure functions reading `sys` and the environment each time: call from any thread
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import platformdirs
+
+from server import shipped
 
 APP_NAME = "vpdesk"
 CONFIG_DIR_ENV = "VPDESK_CONFIG_DIR"
@@ -23,37 +24,20 @@ DATA_DIR_ENV = "VPDESK_DATA_DIR"
 LOG_DIR_ENV = "VPDESK_LOG_DIR"
 SETTINGS_FILENAME = "settings.json"
 
-# vpdesk/paths.py → the repository root in a source checkout.
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
-
 
 def frozen() -> bool:
     """True when running from a PyInstaller (or similar) bundle."""
-    return bool(getattr(sys, "frozen", False))
-
-
-def _bundle_root() -> Path:
-    """The folder that holds `resources/` and `server/web/`."""
-    if frozen():
-        meipass = getattr(sys, "_MEIPASS", None)
-        # PyInstaller sets _MEIPASS; other freezers put data beside the executable.
-        return Path(meipass) if meipass else Path(sys.executable).resolve().parent
-    return _SOURCE_ROOT
-
-
-def resource_dir() -> Path:
-    """The shipped `resources/` folder."""
-    return _bundle_root() / "resources"
+    return shipped.frozen()
 
 
 def shipped_tones_dir() -> Path:
     """The shipped tone WAVs (talk_permit.wav, busy.wav, ...)."""
-    return resource_dir() / "tones"
+    return shipped.tones_dir()
 
 
 def web_dir() -> Path | None:
     """The web page the server serves to field users, or None when it is not there."""
-    folder = _bundle_root() / "server" / "web"
+    folder = shipped.web_dir()
     return folder if folder.is_dir() else None
 
 

@@ -1,6 +1,6 @@
 """Which tone file to play, and how loud.
 
-The shipped tones live in `resources/tones/` (written by its make_tones.py). A user tone
+The shipped tones live in `server/tones/` (written by its make_tones.py). A user tone
 folder overrides any of them by file name (`busy.wav` replaces the busy tone); a user file
 that is missing or cannot be read as a WAV falls back to the shipped one, so a bad
 override never silences a tone. Each tone has its own volume and an on/off switch.
@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server import shipped
+
 logger = logging.getLogger(__name__)
 
 TONE_NAMES: tuple[str, ...] = ("talk_permit", "end_of_tx", "busy", "incoming", "emergency")
 
-# The shipped folder in a source checkout (vpdesk/core/ → repository root). Packaged
-# builds pass their own folder to resolve_tone.
-SHIPPED_TONES_DIR = Path(__file__).resolve().parents[2] / "resources" / "tones"
+# The shipped folder, wherever server.shipped finds it (checkout, wheel or bundle).
+SHIPPED_TONES_DIR = shipped.tones_dir()
 
 DEFAULT_TONE_VOLUME = 0.8
 # "incoming" would chime on every transmission of every monitored channel: opt-in.

@@ -404,6 +404,8 @@ class ConsoleSession:
         self._connected.set()
         self.listener.connection_changed()
         logger.info("session %s: %s, %d channels", hello.get("session"), self.detail, len(self.board))
+        if self._stopping:  # stop() came while connecting, before it had a link to close
+            return
         await client.wait_closed()
 
     async def _open_link(self, resume: str | None) -> tuple[SignalingClient, dict]:
