@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 import aioice.ice
 import pylibsrtp
@@ -356,3 +357,165 @@ def observe_incoming_rtp(transport: RTCDtlsTransport, observer: RtpTap) -> None:
         await original(data, arrival_time_ms)
 
     transport._handle_rtp_data = handle_rtp_data
+
+
+# --- RTCP: compound reports from one scheduler (server/media/rtcp.py) ---------------------
+#
+# aiortc runs one RTCP coroutine per started sender and per started receiver, each waking
+# every 0.5-1.5 s. The server parks them and sends each connection's compound report from
+# one server-wide scheduler instead. Incoming RTCP keeps aiortc's path: the client's RRs
+# still reach the senders' stats, its SRs the microphone receiver's.
+
+
+def _parked_rtcp_loop(
+    started: asyncio.Event, exited: asyncio.Event, farewell: Callable[[], Awaitable[None]] | None
+) -> Callable[[], Awaitable[None]]:
+    async def run_rtcp() -> None:
+        started.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # only a cancel ends this
+        except asyncio.CancelledError:
+            pass
+        if farewell is not None:
+            await farewell()
+        exited.set()
+
+    return run_rtcp
+
+
+def park_rtcp_loops(transceiver: RTCRtpTransceiver) -> None:
+    """Keep aiortc's RTCP coroutines of this transceiver's sender and receiver asleep.
+
+    Call before the connection starts them (before the answer is set). Each still starts
+    and stops with its sender or receiver, but sleeps without a timer; a stopping sender
+    still says BYE for its SSRC, as aiortc's own loop does. Idempotent.
+    """
+    sender, receiver = transceiver.sender, transceiver.receiver
+    for owner, prefix in ((sender, "_RTCRtpSender"), (receiver, "_RTCRtpReceiver")):
+        for name in ("rtcp_started", "rtcp_exited"):
+            if not isinstance(getattr(owner, f"{prefix}__{name}", None), asyncio.Event):
+                raise HookError(f"{prefix[1:]}.__{name} is gone")
+        if not hasattr(owner, "_run_rtcp"):
+            raise HookError(f"{prefix[1:]}._run_rtcp is gone")
+    if "_run_rtcp" not in vars(sender):
+
+        async def say_bye() -> None:
+            from aiortc.rtp import RtcpByePacket
+
+            await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+
+        sender._run_rtcp = _parked_rtcp_loop(
+            sender._RTCRtpSender__rtcp_started, sender._RTCRtpSender__rtcp_exited, say_bye
+        )
+    if "_run_rtcp" not in vars(receiver):
+        receiver._run_rtcp = _parked_rtcp_loop(
+            receiver._RTCRtpReceiver__rtcp_started, receiver._RTCRtpReceiver__rtcp_exited, None
+        )
+
+
+def local_ssrc(transceiver: RTCRtpTransceiver) -> int:
+    """The SSRC aiortc chose for this transceiver's sender (and announced in the SDP); on a
+    receive-only m-line aiortc uses it as the SSRC of its receiver reports."""
+    ssrc = getattr(transceiver.sender, "_ssrc", None)
+    if not isinstance(ssrc, int):
+        raise HookError("RTCRtpSender._ssrc is gone")
+    return ssrc
+
+
+def connection_cname(pc: RTCPeerConnection) -> str:
+    """The RTCP CNAME this connection announced in its SDP (one per connection)."""
+    cname = getattr(pc, "_RTCPeerConnection__cname", None)
+    if not isinstance(cname, str):
+        raise HookError("RTCPeerConnection.__cname is gone")
+    return cname
+
+
+class RawRtcpWriter:
+    """Protects (SRTCP) and sends ready-made compound RTCP packets on a connection's
+    nominated ICE pair, synchronously. The SRTCP index is the connection's own, shared
+    with aiortc's RTCP (the BYE at close), because the libsrtp session is the same."""
+
+    __slots__ = ("_dtls", "_nominated")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        ice = getattr(dtls.transport, "_connection", None)
+        if ice is None or not hasattr(ice, "_nominated"):
+            raise HookError("RTCIceTransport._connection._nominated is gone")
+        if not hasattr(dtls, "_state") or not hasattr(dtls, "_tx_srtp"):
+            raise HookError("RTCDtlsTransport._state / _tx_srtp is gone")
+        self._dtls = dtls
+        self._nominated = ice._nominated
+
+    def write(self, compound: bytes) -> bool:
+        """Send one compound RTCP packet; False when the transport cannot carry it."""
+        dtls = self._dtls
+        if dtls._state is not DtlsState.CONNECTED:
+            return False
+        pair = self._nominated.get(1)
+        transport = getattr(pair.protocol, "transport", None) if pair is not None else None
+        if transport is None:
+            return False
+        try:
+            protected = dtls._tx_srtp.protect_rtcp(compound)
+        except pylibsrtp.Error as exc:
+            logger.debug("srtcp protect refused a report: %s", exc)
+            return False
+        try:
+            transport.sendto(protected, pair.remote_addr)
+        except OSError as exc:
+            logger.debug("rtcp send failed: %s", exc)
+            return False
+        return True
+
+
+def observe_incoming_rtcp(transport: RTCDtlsTransport, observer: RtpTap) -> None:
+    """Show every decrypted compound RTCP packet on `transport` to `observer`, then to
+    aiortc as usual (tests and benchmarks read the sender reports they get)."""
+    original = getattr(transport, "_handle_rtcp_data", None)
+    if original is None:
+        raise HookError("RTCDtlsTransport._handle_rtcp_data is gone")
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        observer(data)
+        await original(data)
+
+    transport._handle_rtcp_data = handle_rtcp_data
+
+
+class AiortcSenderFigures:
+    """An aiortc RTCRtpSender's own RTP counters, shaped like a ListenerOutput's for
+    rtcp.ReportingConnection: lets a client whose microphone goes through aiortc's RTP loop
+    report from the scheduler too (its SRs then go out only while it sends)."""
+
+    __slots__ = ("_sender",)
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        for name in ("packet_count", "octet_count", "ntp_timestamp", "rtp_timestamp"):
+            if not hasattr(sender, f"_RTCRtpSender__{name}"):
+                raise HookError(f"RTCRtpSender.__{name} is gone")
+        self._sender = sender
+
+    @property
+    def ssrc(self) -> int:
+        return self._sender._ssrc
+
+    @property
+    def packets_sent(self) -> int:
+        return self._sender._RTCRtpSender__packet_count
+
+    @property
+    def octets_sent(self) -> int:
+        return self._sender._RTCRtpSender__octet_count
+
+    @property
+    def last_rtp_timestamp(self) -> int:
+        return self._sender._RTCRtpSender__rtp_timestamp
+
+    @property
+    def last_sent_at(self) -> float | None:
+        """time.monotonic() of the last packet, from the NTP time aiortc stamped it with."""
+        ntp = self._sender._RTCRtpSender__ntp_timestamp
+        if not ntp:
+            return None
+        sent_unix = (ntp >> 32) - 2_208_988_800 + (ntp & 0xFFFFFFFF) / (1 << 32)
+        return time.monotonic() - (time.time() - sent_unix)

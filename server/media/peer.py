@@ -3,7 +3,9 @@
 The client's first m-line is its microphone (we only receive on it); each further m-line is
 a receive slot that `join` binds to a channel (we only send on it). Microphone RTP is
 tapped before aiortc's jitter buffer and handed to `on_rtp`; listener slots are written by
-the forwarder through `ListenerOutput`s built here. All methods run on the server's loop.
+the forwarder through `ListenerOutput`s built here. aiortc's per-stream RTCP loops are parked:
+the connection's reports come from the process's RTCP scheduler (rtcp.py) once it is up.
+All methods run on the server's loop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from . import aiortc_hooks as hooks
 from .forwarder import ListenerOutput, one_byte_extension_block
+from .rtcp import ReportingConnection, RtcpScheduler, shared_scheduler
 from .sdp import BadOffer, OfferShape, check_offer, shape_answer
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class ServerPeer:
         *,
         max_receive_slots: int = 64,
         announced_address: str | None = None,
+        rtcp: RtcpScheduler | None = None,
     ) -> None:
         self.label = label
         self._on_rtp = on_rtp
@@ -62,6 +66,8 @@ class ServerPeer:
         self._tapped = False
         self._lock = asyncio.Lock()
         self._parked: list[hooks.ParkedTrack] = []
+        self._rtcp = rtcp  # None: the loop's shared scheduler, looked up when connected
+        self._reporting: ReportingConnection | None = None
         self.closed = False
 
     # --- negotiation ---------------------------------------------------------------
@@ -96,7 +102,7 @@ class ServerPeer:
                     # refused offer leaves the session as if it had never been sent.
                     self._pc, self._slots, self._slot_order = None, {}, []
                     self._by_channel.clear()
-                    self._tapped, self._writer = False, None
+                    self._tapped, self._writer, self._reporting = False, None, None
                     await pc.close()
                 if isinstance(exc, BadOffer):
                     raise
@@ -111,6 +117,8 @@ class ServerPeer:
         transceivers = {t.mid: t for t in self._pc.getTransceivers()}
         for transceiver in transceivers.values():
             transceiver.setCodecPreferences(hooks.opus_only())
+            # Before the answer starts them: the scheduler reports for this connection.
+            hooks.park_rtcp_loops(transceiver)
         mic = transceivers[shape.microphone_mid]
         mic.direction = "recvonly"
         for mid in shape.receive_mids:
@@ -130,6 +138,13 @@ class ServerPeer:
         if not self._tapped:
             hooks.tap_incoming_rtp(dtls, self._on_rtp)
             self._writer = hooks.RawRtpWriter(dtls)
+            self._reporting = ReportingConnection(
+                write=hooks.RawRtcpWriter(dtls).write,
+                outputs=self._report_outputs,
+                own_ssrc=hooks.local_ssrc(transceivers[0]),
+                cname=hooks.connection_cname(self._pc),
+                label=self.label,
+            )
             self._tapped = True
         for transceiver in transceivers[1:]:
             slot = self._slots.get(transceiver.mid)
@@ -152,6 +167,9 @@ class ServerPeer:
             label=f"{self.label}/{transceiver.mid}",
         )
 
+    def _report_outputs(self) -> list[ListenerOutput]:
+        return [slot.output for slot in self._slots.values() if slot.output is not None]
+
     def _on_state(self) -> None:
         if self._pc is None:
             return
@@ -160,6 +178,21 @@ class ServerPeer:
         if state == "connected":
             # Tapped microphone RTP never reaches aiortc's receiver: its decoder idles.
             hooks.stop_receiver_decoder(self._pc.getTransceivers()[0].receiver)
+            if self._reporting is not None:
+                if self._rtcp is None:
+                    self._rtcp = shared_scheduler()
+                self._rtcp.add(self._reporting)
+        elif state in ("failed", "closed"):
+            self._stop_reports()
+
+    def _stop_reports(self) -> None:
+        if self._rtcp is not None and self._reporting is not None:
+            self._rtcp.remove(self._reporting)
+
+    @property
+    def reporting(self) -> ReportingConnection | None:
+        """This connection's RTCP reporting state (None before the first answer)."""
+        return self._reporting
 
     @property
     def microphone_payload_type(self) -> int | None:
@@ -210,6 +243,7 @@ class ServerPeer:
     async def close(self) -> None:
         """Close the connection and everything it owns (idempotent)."""
         self.closed = True
+        self._stop_reports()
         async with self._lock:
             for track in self._parked:
                 track.stop()

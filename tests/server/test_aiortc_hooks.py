@@ -167,3 +167,148 @@ def test_missing_internals_raise_hook_errors():
         hooks.negotiated_opus_payload_type(Bare())
     assert RTCRtpSender  # imported for the capability list used by opus_only()
     assert [c.mimeType for c in hooks.opus_only()] == ["audio/opus"]
+
+
+# --- RTCP hooks (server/media/rtcp.py's scheduler sends the reports) ---------------------
+
+
+async def test_private_names_the_rtcp_hooks_use_exist():
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = pc.addTransceiver("audio")
+    for owner, prefix in ((transceiver.sender, "_RTCRtpSender"), (transceiver.receiver, "_RTCRtpReceiver")):
+        assert isinstance(getattr(owner, f"{prefix}__rtcp_started"), asyncio.Event)
+        assert isinstance(getattr(owner, f"{prefix}__rtcp_exited"), asyncio.Event)
+    assert callable(RTCRtpSender._run_rtcp) and callable(RTCRtpReceiver._run_rtcp)
+    assert callable(RTCRtpSender._send_rtcp)
+    assert callable(RTCDtlsTransport._handle_rtcp_data)
+    assert isinstance(hooks.connection_cname(pc), str) and hooks.connection_cname(pc)
+    assert hooks.local_ssrc(transceiver) == transceiver.sender._ssrc
+    await pc.close()
+
+
+async def _parked_pair():
+    """Like _connected_pair, but with the server side's RTCP loops parked before connecting,
+    and the client's RTCP observed from the start."""
+    hooks.use_host_addresses(["127.0.0.1"])
+    tone = (np.sin(np.arange(48_000) * 2 * np.pi * 440 / 48_000) * 8000).astype(np.int16)
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTransceiver(WavTrack(tone, loop=True), direction="sendonly")
+    client.addTransceiver("audio", direction="recvonly")
+    await client.setLocalDescription(await client.createOffer())
+    await server.setRemoteDescription(client.localDescription)
+    mic, slot = server.getTransceivers()
+    mic.direction = "recvonly"
+    slot.direction = "sendonly"
+    parked = hooks.ParkedTrack()
+    slot.sender.replaceTrack(parked)
+    for transceiver in (mic, slot):
+        hooks.park_rtcp_loops(transceiver)
+        hooks.park_rtcp_loops(transceiver)  # idempotent
+    await server.setLocalDescription(await server.createAnswer())
+    await client.setRemoteDescription(server.localDescription)
+    rtcp: list[bytes] = []
+    hooks.observe_incoming_rtcp(hooks.dtls_transport_of(client), rtcp.append)
+    for _ in range(100):
+        if client.connectionState == "connected" and server.connectionState == "connected":
+            break
+        await asyncio.sleep(0.05)
+    assert server.connectionState == "connected"
+    return client, server, parked, rtcp
+
+
+async def test_parked_rtcp_loops_stay_silent_and_the_raw_writer_reports():
+    import time
+
+    from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpSrPacket
+
+    from server.media.rtcp import cname_sdes, ntp_timestamp, sender_report
+
+    client, server, parked, rtcp = await _parked_pair()
+    try:
+        _, slot = server.getTransceivers()
+        # aiortc's sender loop would have sent an SR within 1.5 s of starting.
+        await asyncio.sleep(1.6)
+        assert rtcp == []
+        writer = hooks.RawRtcpWriter(hooks.dtls_transport_of(server))
+        ssrc = hooks.local_ssrc(slot)
+        report = sender_report(ssrc, ntp_timestamp(time.time()), 4242, 17, 1190)
+        assert writer.write(report + cname_sdes([ssrc], hooks.connection_cname(server).encode()))
+        for _ in range(40):  # bounded: 2 s
+            if rtcp:
+                break
+            await asyncio.sleep(0.05)
+        sr = RtcpPacket.parse(rtcp[0])[0]
+        assert isinstance(sr, RtcpSrPacket) and sr.ssrc == ssrc and sr.sender_info.packet_count == 17
+        # The client's aiortc receiver took it through its normal path.
+        receiver = client.getTransceivers()[1].receiver
+        stats = [s for s in (await receiver.getStats()).values() if s.type == "remote-outbound-rtp"]
+        assert stats and stats[0].packetsSent == 17 and stats[0].bytesSent == 1190
+
+        # Closing still says BYE for the listener's SSRC (the parked loop's farewell).
+        parked.stop()
+        await server.close()
+        for _ in range(40):  # bounded: 2 s
+            if any(isinstance(p, RtcpByePacket) for data in rtcp for p in RtcpPacket.parse(data)):
+                break
+            await asyncio.sleep(0.05)
+        byes = [p for data in rtcp for p in RtcpPacket.parse(data) if isinstance(p, RtcpByePacket)]
+        assert byes and ssrc in byes[0].sources
+        assert not writer.write(report)  # closed: nothing goes out
+    finally:
+        parked.stop()
+        await client.close()
+        await server.close()
+
+
+def test_missing_rtcp_internals_raise_hook_errors():
+    class Bare:
+        pass
+
+    class Transceiver:
+        sender = Bare()
+        receiver = Bare()
+
+    with pytest.raises(hooks.HookError):
+        hooks.park_rtcp_loops(Transceiver())
+    with pytest.raises(hooks.HookError):
+        hooks.local_ssrc(Transceiver())
+    with pytest.raises(hooks.HookError):
+        hooks.connection_cname(Bare())
+    with pytest.raises(hooks.HookError):
+        hooks.observe_incoming_rtcp(Bare(), lambda data: None)
+    bare_dtls = Bare()
+    bare_dtls.transport = Bare()
+    with pytest.raises(hooks.HookError):
+        hooks.RawRtcpWriter(bare_dtls)
+
+
+async def test_aiortc_sender_figures_read_the_senders_own_counters():
+    import time
+
+    client, server, parked, _ = await _parked_pair()
+    try:
+        mic = client.getTransceivers()[0].sender  # aiortc's own RTP loop sends the tone
+        figures = hooks.AiortcSenderFigures(mic)
+        for _ in range(40):  # bounded: 2 s
+            if figures.packets_sent >= 10:
+                break
+            await asyncio.sleep(0.05)
+        stats = [s for s in (await mic.getStats()).values() if s.type == "outbound-rtp"][0]
+        before = time.monotonic()
+        assert figures.ssrc == mic._ssrc
+        assert 10 <= figures.packets_sent and abs(figures.packets_sent - stats.packetsSent) <= 2
+        assert figures.octets_sent > 0
+        assert figures.last_sent_at is not None and figures.last_sent_at <= before
+        assert 0 <= figures.last_rtp_timestamp < 2**32
+        unsent = hooks.AiortcSenderFigures(server.getTransceivers()[1].sender)
+        assert unsent.packets_sent == 0 and unsent.last_sent_at is None
+    finally:
+        parked.stop()
+        await client.close()
+        await server.close()
+    with pytest.raises(hooks.HookError):
+        hooks.AiortcSenderFigures(object())
