@@ -10,7 +10,8 @@ What we need that the public API lacks:
 - Ingest before the jitter buffer: the talker's decrypted RTP bytes, before aiortc parses,
   buffers (>= 80 ms) and decodes them.
 - Egress without a coroutine per packet: protect with the listener's SRTP session and
-  write to its nominated ICE pair directly, keeping RTCP sender reports truthful.
+  write to its nominated ICE pair directly.
+- RTCP from one scheduler for all connections, not two coroutines per m-line.
 """
 
 from __future__ import annotations
@@ -204,30 +205,6 @@ def negotiated_extension_id(transceiver: RTCRtpTransceiver, uri: str) -> int | N
         if ext.uri == uri:
             return ext.id
     return None
-
-
-class SenderReportCounters:
-    """Keeps an RTCRtpSender's RTCP sender-report figures true for packets we send.
-
-    aiortc's RTCP task reads these private fields about once a second. `sync` writes a
-    snapshot of all four at one instant (the forwarder calls it every few packets), so a
-    report's counts and its NTP/RTP timestamp pair always describe the same moment.
-    """
-
-    __slots__ = ("sender",)
-
-    def __init__(self, sender: RTCRtpSender) -> None:
-        for name in ("packet_count", "octet_count", "ntp_timestamp", "rtp_timestamp"):
-            if not hasattr(sender, f"_RTCRtpSender__{name}"):
-                raise HookError(f"RTCRtpSender.__{name} is gone")
-        self.sender = sender
-
-    def sync(self, packets: int, octets: int, rtp_timestamp: int) -> None:
-        sender = self.sender
-        sender._RTCRtpSender__packet_count = packets
-        sender._RTCRtpSender__octet_count = octets
-        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
-        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
 
 
 # libsrtp through pylibsrtp's cffi binding: the fan-out protects packets it built in place

@@ -83,16 +83,13 @@ class ListenerOutput:
     It keeps its own packet buffer holding its header template (its SSRC, payload type and
     the mid header extension, written once); per packet it writes sequence number, timestamp
     and marker over it, copies the payload behind, and hands the buffer to `egress`
-    (SRTP in place, one sendto). `report(packets, octets, rtp_timestamp)` receives a
-    snapshot of what was sent every REPORT_EVERY packets, for the m-line's RTCP sender
-    reports: one consistent instant, and no per-packet cost.
+    (SRTP in place, one sendto). Its counters and last timestamp feed the m-line's RTCP
+    sender reports (server/media/rtcp.py reads them when a report is due).
     """
-
-    REPORT_EVERY = 25  # packets: 0.5 s of 20 ms audio; sender reports go out about 1/s
 
     __slots__ = (
         "label", "ssrc", "_first_byte", "_second_byte", "_send", "_buffer", "_view",
-        "_header_len", "_limit", "_report", "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts",
+        "_header_len", "_limit", "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts",
         "_last_time", "packets_sent", "bytes_sent", "_clock",
     )
 
@@ -103,7 +100,6 @@ class ListenerOutput:
         payload_type: int,
         egress: PacketEgress,
         extension: bytes = b"",
-        report: Callable[[int, int, int], None] | None = None,
         label: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -117,7 +113,6 @@ class ListenerOutput:
         self._view[12 : self._header_len] = extension  # stays: SRTP leaves headers clear
         # SRTP appends its auth tag (up to 16 bytes) behind the payload, in the same buffer.
         self._limit = len(self._view) - SRTP_TRAILER_ROOM
-        self._report = report
         self._clock = clock
         self._source: object = None
         self._seq_offset = 0
@@ -193,8 +188,6 @@ class ListenerOutput:
             self._last_time = self._clock() if now is None else now
             self.packets_sent += 1
             self.bytes_sent += len(payload)
-            if self.packets_sent % self.REPORT_EVERY == 1 and self._report is not None:
-                self._report(self.packets_sent, self.bytes_sent, out_ts)
 
 
 class ChannelFanout:

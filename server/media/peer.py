@@ -157,13 +157,11 @@ class ServerPeer:
     def _make_output(self, transceiver: RTCRtpTransceiver) -> ListenerOutput:
         mid_ext = hooks.negotiated_extension_id(transceiver, hooks.OPUS_MID_URI)
         extension = one_byte_extension_block(mid_ext, transceiver.mid.encode()) if mid_ext else b""
-        counters = hooks.SenderReportCounters(transceiver.sender)
         return ListenerOutput(
             ssrc=transceiver.sender._ssrc,
             payload_type=hooks.negotiated_opus_payload_type(transceiver),
             egress=self._writer,
             extension=extension,
-            report=counters.sync,
             label=f"{self.label}/{transceiver.mid}",
         )
 

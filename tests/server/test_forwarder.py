@@ -360,14 +360,20 @@ def test_unsent_packet_does_not_advance_the_stream():
     assert out.packets_sent == 2
 
 
-def test_report_gets_snapshots_of_counts_and_timestamp():
-    seen = []
+def test_sender_report_figures_follow_what_was_sent():
+    clock = Clock()
     cap = Capture()
-    out = output(cap, report=lambda packets, octets, ts: seen.append((packets, octets, ts)))
-    for i in range(ListenerOutput.REPORT_EVERY + 1):
+    out = output(cap, clock=clock)
+    assert out.last_sent_at is None and out.packets_sent == 0
+    for i in range(5):
+        clock.now += 0.02
         send_packet(out, "A", rtp(1 + i, i * FRAME_SAMPLES, b"12345"))
-    first, later = cap.parsed[0], cap.parsed[ListenerOutput.REPORT_EVERY]
-    assert seen == [(1, 5, first["ts"]), (ListenerOutput.REPORT_EVERY + 1, 5 * (ListenerOutput.REPORT_EVERY + 1), later["ts"])]
+    cap.accept = False  # a copy the transport refused is not counted
+    send_packet(out, "A", rtp(6, 5 * FRAME_SAMPLES, b"12345"))
+    last = cap.parsed[-1]
+    assert (out.packets_sent, out.octets_sent) == (5, 25)
+    assert out.last_rtp_timestamp == last["ts"]
+    assert out.last_sent_at == clock.now
 
 
 def test_resync_starts_a_new_run_for_the_same_source():
