@@ -220,6 +220,12 @@ class RtcpScheduler:
         """Stop reporting for `connection` (idempotent); its slot entry is dropped lazily."""
         self._registered.discard(connection)
         connection._due_tick = None
+        if not self._registered and self._task is not None:
+            # Nothing left to report on: end the task now rather than at its next slot
+            # (up to 1.5 s away), so a stopping server or console leaves nothing behind.
+            self._task.cancel()
+            self._task = None
+            self._wheel.clear()
 
     async def stop(self) -> None:
         task, self._task = self._task, None

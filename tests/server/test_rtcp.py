@@ -10,7 +10,14 @@ import time
 
 import numpy as np
 import pytest
-from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSrPacket,
+)
 
 from server.media import aiortc_hooks
 from server.media.forwarder import rtp_payload_bounds
@@ -220,9 +227,10 @@ async def test_scheduler_task_runs_only_while_connections_are_registered():
             break
         await asyncio.sleep(0.05)
     assert len(conn.visits) >= 2
-    scheduler.remove(conn)
     task = scheduler._task
-    await asyncio.wait_for(task, 5)  # ends by itself with nothing to visit
+    scheduler.remove(conn)
+    await asyncio.sleep(0)  # the cancel lands on the task's next step
+    assert task.done() and scheduler._task is None  # ended at once, not at its next slot
     scheduler.add(conn)
     assert scheduler._task is not task and not scheduler._task.done()
     await scheduler.stop()
@@ -309,10 +317,21 @@ async def test_listener_gets_true_sender_reports_and_an_idle_one_gets_none(site)
         receiver = next(t.receiver for t in listener.peer.pc.getTransceivers() if t.mid == listener.mids[alpha])
         stats = [s for s in (await receiver.getStats()).values() if s.type == "remote-outbound-rtp"]
         assert stats and stats[0].packetsSent == len(heard.rtp)
-        # The server's sender took the listener's receiver reports without complaint.
+        # The server's sender takes a receiver report about its stream, as a browser sends
+        # one (the console's own client reports only as a sender: its loops are parked).
         server_peer = site.hub.sessions[listener.session_id].peer
         sender = next(t.sender for t in server_peer._pc.getTransceivers() if t.mid == listener.mids[alpha])
-        assert any(s.type == "remote-inbound-rtp" for s in (await sender.getStats()).values())
+        assert not any(s.type == "remote-inbound-rtp" for s in (await sender.getStats()).values())
+        block = RtcpReceiverInfo(ssrc=ssrc, fraction_lost=0, packets_lost=0,
+                                 highest_sequence=len(heard.rtp), jitter=0, lsr=0, dlsr=0)
+        writer = aiortc_hooks.RawRtcpWriter(aiortc_hooks.dtls_transport_of(listener.peer.pc))
+        assert writer.write(bytes(RtcpRrPacket(ssrc=0x5EED, reports=[block])))
+        for _ in range(50):
+            stats = [s for s in (await sender.getStats()).values() if s.type == "remote-inbound-rtp"]
+            if stats:
+                break
+            await asyncio.sleep(0.02)
+        assert stats and stats[0].packetsLost == 0
 
         # The idle listener got no sender report at all; any report it got is an RR.
         assert quiet.rtp == [] and quiet.sender_reports() == []

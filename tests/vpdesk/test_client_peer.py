@@ -428,3 +428,44 @@ async def test_login(base_url):
     with pytest.raises(RequestError) as caught:
         await login(base_url, "ann", "nope")
     assert caught.value.code == "unauthorized" and caught.value.status == 401
+
+
+# --- ClientPeer: RTCP from the scheduler ---------------------------------------------------
+
+
+async def test_rtcp_is_one_compound_report_per_connection_not_one_per_m_line(talker_wav):
+    """aiortc's loops would send a report per m-line about every second (an SR for the
+    microphone, an RR from the slot that receives audio); the parked client sends one
+    compound report, with the microphone's SR, from one scheduler."""
+    from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket
+
+    microphone = WavTrack(talker_wav)
+    peer = ClientPeer(receive_slots=3, microphone=microphone)
+    server = Answerer()
+    reports: list[bytes] = []
+    try:
+        offer = await peer.create_offer()
+        # Audio into one slot: aiortc's receiver there would send receiver reports.
+        answer = await server.answer(offer, {peer.mids[0]: WavTrack(talker_wav)})
+        aiortc_hooks.observe_incoming_rtcp(aiortc_hooks.dtls_transport_of(server.pc), reports.append)
+        await peer.apply_answer(answer)
+        await peer.wait_connected(timeout=10)
+        assert peer.reporting is not None
+        await asyncio.sleep(3.0)
+        mic_ssrc = aiortc_hooks.local_ssrc(peer._mic)
+        parsed = [RtcpPacket.parse(data) for data in reports]
+        senders = [p.ssrc for packets in parsed for p in packets if isinstance(p, RtcpSrPacket)]
+        receivers = [p.ssrc for packets in parsed for p in packets if isinstance(p, RtcpRrPacket)]
+        # 0.5-1.5 s apart: 2 to 6 in 3 s.
+        assert 2 <= len(reports) <= 6, len(reports)
+        assert set(senders) == {mic_ssrc}
+        assert set(receivers) <= {mic_ssrc}
+        last_sr = [p for p in parsed[-1] if isinstance(p, RtcpSrPacket)][0]
+        sent = (await peer.microphone_sender.getStats())
+        packets_sent = [s for s in sent.values() if s.type == "outbound-rtp"][0].packetsSent
+        assert 0 < last_sr.sender_info.packet_count <= packets_sent
+    finally:
+        microphone.stop()
+        await peer.close()
+        await server.close()
+    assert peer.reporting is None

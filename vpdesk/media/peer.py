@@ -5,6 +5,12 @@ the microphone, then K `recvonly` audio transceivers, one per channel listened t
 once; `join` answers with the mid of the one the server bound. All of them negotiate
 Opus only, and the microphone is encoded as PTT Opus (mono, ~28 kb/s, in-band FEC).
 
+aiortc's own RTCP runs two coroutines per m-line, each sending about once a second; with
+50 monitored channels that is ~50 receiver reports a second that the server only has to
+parse. They are parked: the connection reports from the process's RTCP scheduler
+(server/media/rtcp.py) instead, a sender report only while the microphone sends and a
+receiver report every few seconds otherwise, as browsers do.
+
 All methods run on the loop that created the peer (the console's qasync loop, or the
 test's loop).
 """
@@ -27,6 +33,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 
 from server.media import aiortc_hooks
+from server.media.rtcp import ReportingConnection, shared_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,8 @@ class ClientPeer:
         self._mic.setCodecPreferences(_opus_only())
         self._receivers: list[RTCRtpTransceiver] = []
         self._add_receivers(receive_slots)
+        self._reporting: ReportingConnection | None = None
+        self.pc.on("connectionstatechange", self._on_state)
 
     def __repr__(self) -> str:
         return f"<ClientPeer {len(self._receivers)} slots {self.pc.connectionState}>"
@@ -113,6 +122,9 @@ class ClientPeer:
         """
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
+        # Before the answer starts the transceivers (and their RTCP loops); idempotent.
+        for transceiver in self.pc.getTransceivers():
+            aiortc_hooks.park_rtcp_loops(transceiver)
         if self.pc.iceGatheringState != "complete":
             # aiortc finishes gathering inside setLocalDescription; a half-gathered offer
             # would silently fail to connect, so say so instead.
@@ -181,6 +193,31 @@ class ClientPeer:
                 return track
         raise PeerError(f"no receive slot has mid={mid}; slots are {self.mids}")
 
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and self._reporting is None:
+            self._reporting = ReportingConnection(
+                write=aiortc_hooks.RawRtcpWriter(aiortc_hooks.dtls_transport_of(self.pc)).write,
+                outputs=lambda figures=[aiortc_hooks.AiortcSenderFigures(self._mic.sender)]: figures,
+                own_ssrc=aiortc_hooks.local_ssrc(self._mic),
+                cname=aiortc_hooks.connection_cname(self.pc),
+                label="client",
+            )
+            shared_scheduler().add(self._reporting)
+        elif state in ("failed", "closed"):
+            self._stop_reports()
+
+    def _stop_reports(self) -> None:
+        if self._reporting is not None:
+            shared_scheduler().remove(self._reporting)
+            self._reporting = None
+
+    @property
+    def reporting(self) -> ReportingConnection | None:
+        """This connection's RTCP reporting state (None until connected)."""
+        return self._reporting
+
     async def close(self) -> None:
         """Close the connection; it stops every transceiver and its tasks."""
+        self._stop_reports()
         await self.pc.close()
