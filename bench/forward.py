@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,10 +245,11 @@ class ListenerGroup:
     def __init__(self) -> None:
         self.clients: list[Client] = []
 
-    async def connect(self, url: str, user: str, channel: int, count: int, batch: int = 10) -> int:
+    async def connect(self, url: str, user: str, channel: int, count: int, batch: int = 10,
+                      host_addresses: list[str] | None = None) -> int:
         from server.media import aiortc_hooks
 
-        aiortc_hooks.use_host_addresses(["127.0.0.1"])
+        aiortc_hooks.use_host_addresses(host_addresses or ["127.0.0.1"])
         token = await login_token(url, user)
         for start in range(0, count, batch):
             n = min(batch, count - start)
@@ -280,15 +281,15 @@ class ListenerGroup:
         return os.getpid()
 
 
-def _worker_main(conn) -> None:
+def _worker_main(conn, group_class=None) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_worker_loop(conn))
+    asyncio.run(_worker_loop(conn, group_class or ListenerGroup))
 
 
-async def _worker_loop(conn) -> None:
-    group = ListenerGroup()
+async def _worker_loop(conn, group_class) -> None:
+    group = group_class()
     loop = asyncio.get_running_loop()
     while True:
         command, args = await loop.run_in_executor(None, conn.recv)
@@ -304,12 +305,16 @@ async def _worker_loop(conn) -> None:
 
 
 class RemoteGroup:
-    """A ListenerGroup in a worker process, driven over a pipe."""
+    """A ListenerGroup in a worker process, driven over a pipe.
 
-    def __init__(self) -> None:
+    `group_class` (importable by the spawned process, with ListenerGroup's connect / reset /
+    collect / close coroutines) lets other clients' listeners run the same way.
+    """
+
+    def __init__(self, group_class: type | None = None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, group_class), daemon=True)
         self.process.start()
         self._lock = asyncio.Lock()
 
@@ -322,8 +327,8 @@ class RemoteGroup:
             raise result
         return result
 
-    async def connect(self, url, user, channel, count):
-        return await self._call("connect", url, user, channel, count)
+    async def connect(self, *args):
+        return await self._call("connect", *args)
 
     async def reset(self):
         return await self._call("reset")
@@ -352,15 +357,18 @@ class RemoteGroup:
 class Talker:
     """Sends pre-encoded Opus on its microphone m-line at 50 packets/s, stamping each."""
 
-    def __init__(self, client: Client, payloads: list[bytes]) -> None:
+    def __init__(self, client: Client | None, payloads: list[bytes], pc=None) -> None:
+        """`pc`: another client's connected RTCPeerConnection (its first transceiver sends);
+        by default the Client's own."""
         from server.media import aiortc_hooks
 
         self.client = client
         self.payloads = payloads
-        mic = client.peer.pc.getTransceivers()[0]
+        pc = pc if pc is not None else client.peer.pc
+        mic = pc.getTransceivers()[0]
         self.ssrc = mic.sender._ssrc
         self.pt = aiortc_hooks.negotiated_opus_payload_type(mic)
-        self.writer = aiortc_hooks.RawRtpWriter(aiortc_hooks.dtls_transport_of(client.peer.pc))
+        self.writer = aiortc_hooks.RawRtpWriter(aiortc_hooks.dtls_transport_of(pc))
         self.seq0 = random.randrange(0, 0x8000)
         self.ts0 = random.randrange(0, 2**32)
         self.sent: list[float] = []  # send time of packet i (seq0 + i)
@@ -400,10 +408,13 @@ class ServerProc:
     port: int = 0
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    # Where it listens (HTTP and ICE), and what its command runs under (e.g. `ip netns exec NS`).
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def provision(self) -> None:
         if self.kind != "vpdesk":
@@ -421,14 +432,15 @@ class ServerProc:
     async def start(self) -> None:
         self.port = free_port()
         self.log = self.data_dir / f"{self.kind}-{self.port}.log"
+        where = ["--listen", f"{self.host}:{self.port}", "--ice-address", self.host]
         if self.kind == "vpdesk":
-            cmd = [sys.executable, "-m", "server", "--data", str(self.data_dir),
-                   "--listen", f"127.0.0.1:{self.port}", "--ice-address", "127.0.0.1"]
+            cmd = [sys.executable, "-m", "server", "--data", str(self.data_dir), *where]
+            if self.host != "127.0.0.1":
+                cmd.append("--plain-http")  # a private veth, not a network
         else:
-            cmd = [sys.executable, str(ROOT / "bench" / "relay_server.py"),
-                   "--listen", f"127.0.0.1:{self.port}", "--ice-address", "127.0.0.1"]
+            cmd = [sys.executable, str(ROOT / "bench" / "relay_server.py"), *where]
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.prefix + cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         await wait_healthy(self.proc, self.url, self.log, f"{self.kind} server")
 
     async def stats(self, token: str) -> dict | None:
@@ -447,10 +459,12 @@ class ServerProc:
 
 
 
-# --- optional wire capture: AF_PACKET on lo, kernel timestamps -------------------------
+# --- optional wire capture: AF_PACKET on lo (or a veth), kernel timestamps -------------
 
 SO_TIMESTAMPNS = 35
 SO_ATTACH_FILTER = 26
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
 
 
 def rtp_key(body: bytes) -> tuple[int, int] | None:
@@ -461,19 +475,25 @@ def rtp_key(body: bytes) -> tuple[int, int] | None:
     return int.from_bytes(body[8:12], "big"), (body[2] << 8) | body[3]
 
 
-def _capture_main(conn, classify=rtp_key, snap: int = 64) -> None:
-    """Record (kernel time, *classify(UDP payload)) of every UDP packet on `lo` that
+def _capture_main(conn, classify=rtp_key, snap: int = 64, interface: str = "lo") -> None:
+    """Record (kernel time, *classify(UDP payload)) of every UDP packet on `interface` that
     `classify` names (by default RTP/SRTP: (SSRC, seq)).
 
-    A classic BPF filter keeps only UDP, and only the first `snap` bytes (IP + UDP + the RTP header, which SRTP leaves in the clear).
+    A classic BPF filter keeps only IPv4 UDP, and only the first `snap` bytes (IP + UDP + the RTP header, which SRTP leaves in the clear).
     Runs in its own process until the parent sends anything on `conn`.
     """
     import ctypes
 
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    # Bound to ETH_P_IP (not ETH_P_ALL), the socket sees each loopback packet once, on
-    # lo's receive side, which loopback_xmit reaches inside the sender's sendto().
+    # On lo, bound to ETH_P_IP (not ETH_P_ALL), the socket sees each packet once, on lo's
+    # receive side, which loopback_xmit reaches inside the sender's sendto(). On any
+    # other interface (a veth end) ETH_P_ALL is needed to see what this host sends as
+    # well as what it receives: outgoing packets are stamped as they leave for the driver.
+    proto = ETH_P_IP if interface == "lo" else ETH_P_ALL
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(proto))
     prog = [
+        (0x30, 0, 0, 0),                            # ldb ip[0]
+        (0x54, 0, 0, 0xF0),                         # & 0xf0: the version nibble
+        (0x15, 0, 3, 0x40),                         # == IPv4, else drop
         (0x30, 0, 0, 9),                            # ldb ip->protocol
         (0x15, 0, 1, 17),                           # == UDP, else drop
         (0x06, 0, 0, snap),                         # accept snap bytes
@@ -484,7 +504,7 @@ def _capture_main(conn, classify=rtp_key, snap: int = 64) -> None:
     s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(prog), ctypes.addressof(buf)))
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
-    s.bind(("lo", 0))
+    s.bind((interface, 0))
     s.settimeout(0.1)
     records: list[tuple[float, int, int]] = []
     append = records.append
@@ -508,14 +528,14 @@ def _capture_main(conn, classify=rtp_key, snap: int = 64) -> None:
 
 
 class WireCapture:
-    """A capture process on `lo`: start() before the talk, stop() returns its records.
-    `classify` (a module-level function, so the spawned process can import it) picks the
-    packets and their keys; see _capture_main."""
+    """A capture process on `interface` (lo by default): start() before the talk, stop()
+    returns its records. `classify` (a module-level function, so the spawned process can
+    import it) picks the packets and their keys; see _capture_main."""
 
-    def __init__(self, classify=rtp_key) -> None:
+    def __init__(self, classify=rtp_key, interface: str = "lo") -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_capture_main, args=(child, classify), daemon=True)
+        self.process = ctx.Process(target=_capture_main, args=(child, classify, 64, interface), daemon=True)
 
     async def start(self) -> None:
         self.process.start()
@@ -585,8 +605,14 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def analyse(kind: str, talker: Talker, arrivals: list[list[tuple[float, bytes]]],
             payloads: list[bytes], ws: float, we: float) -> dict:
-    """Delivered packets in the window, and per-packet latency of the last copy."""
+    """Delivered packets in the window, and per-packet latency of the last copy.
+
+    Every server but the naive baseline (`kind` "naive", which re-encodes) forwards Opus
+    payloads byte for byte, so a payload names its packet.
+    """
     from server.media.forwarder import MalformedRtp, rtp_payload_bounds
+
+    forwards_payloads = kind != "naive"
 
     sent = talker.sent
     in_window = [i for i, t in enumerate(sent) if ws <= t < we]
@@ -605,7 +631,7 @@ def analyse(kind: str, talker: Talker, arrivals: list[list[tuple[float, bytes]]]
         # Map the listener's sequence numbers to the talker's packet index.
         t_first, first = listener[0]
         first_seq = (first[2] << 8) | first[3]
-        if kind == "vpdesk":
+        if forwards_payloads:
             # Payloads are forwarded byte for byte: the first packet's payload names it.
             try:
                 a, b = rtp_payload_bounds(first)
@@ -621,7 +647,7 @@ def analyse(kind: str, talker: Talker, arrivals: list[list[tuple[float, bytes]]]
             if idx >= len(sent):
                 misaligned += 1
                 continue
-            if kind == "vpdesk":
+            if forwards_payloads:
                 a, b = rtp_payload_bounds(data)
                 if data[a:b] != payloads[idx]:
                     misaligned += 1
