@@ -301,6 +301,9 @@ class RawRtpWriter:
 
     def write(self, packet: bytes) -> bool:
         """Send one ready-made RTP packet; False when the transport cannot carry it (yet)."""
+        return self._protect_and_send(pylibsrtp.Session.protect, packet)
+
+    def _protect_and_send(self, protect: Callable[[pylibsrtp.Session, bytes], bytes], data: bytes) -> bool:
         dtls = self._dtls
         if dtls._state is not DtlsState.CONNECTED:
             return False
@@ -308,14 +311,14 @@ class RawRtpWriter:
         if pair is not self._pair and not self._use_pair(pair):
             return False
         try:
-            protected = dtls._tx_srtp.protect(packet)
+            protected = protect(dtls._tx_srtp, data)
         except pylibsrtp.Error as exc:
-            logger.debug("srtp protect refused a packet: %s", exc)
+            logger.debug("srtp refused %d bytes: %s", len(data), exc)
             return False
         try:
             self._sendto(protected, self._dest)
         except OSError as exc:
-            logger.debug("rtp send failed: %s", exc)
+            logger.debug("send failed: %s", exc)
             return False
         return True
 
@@ -407,42 +410,22 @@ def connection_cname(pc: RTCPeerConnection) -> str:
     return cname
 
 
-class RawRtcpWriter:
+class RawRtcpWriter(RawRtpWriter):
     """Protects (SRTCP) and sends ready-made compound RTCP packets on a connection's
-    nominated ICE pair, synchronously. The SRTCP index is the connection's own, shared
-    with aiortc's RTCP (the BYE at close), because the libsrtp session is the same."""
+    nominated ICE pair, synchronously, the way RawRtpWriter sends RTP. The SRTCP index is
+    the connection's own, shared with aiortc's RTCP (the BYE at close), because the
+    libsrtp session is the same."""
 
-    __slots__ = ("_dtls", "_nominated")
+    __slots__ = ()
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
-        ice = getattr(dtls.transport, "_connection", None)
-        if ice is None or not hasattr(ice, "_nominated"):
-            raise HookError("RTCIceTransport._connection._nominated is gone")
-        if not hasattr(dtls, "_state") or not hasattr(dtls, "_tx_srtp"):
-            raise HookError("RTCDtlsTransport._state / _tx_srtp is gone")
-        self._dtls = dtls
-        self._nominated = ice._nominated
+        super().__init__(dtls)
+        if not hasattr(dtls, "_tx_srtp"):
+            raise HookError("RTCDtlsTransport._tx_srtp is gone")
 
     def write(self, compound: bytes) -> bool:
         """Send one compound RTCP packet; False when the transport cannot carry it."""
-        dtls = self._dtls
-        if dtls._state is not DtlsState.CONNECTED:
-            return False
-        pair = self._nominated.get(1)
-        transport = getattr(pair.protocol, "transport", None) if pair is not None else None
-        if transport is None:
-            return False
-        try:
-            protected = dtls._tx_srtp.protect_rtcp(compound)
-        except pylibsrtp.Error as exc:
-            logger.debug("srtcp protect refused a report: %s", exc)
-            return False
-        try:
-            transport.sendto(protected, pair.remote_addr)
-        except OSError as exc:
-            logger.debug("rtcp send failed: %s", exc)
-            return False
-        return True
+        return self._protect_and_send(pylibsrtp.Session.protect_rtcp, compound)
 
 
 def observe_incoming_rtcp(transport: RTCDtlsTransport, observer: RtpTap) -> None:
