@@ -251,12 +251,13 @@ class ListenerGroup:
 
         aiortc_hooks.use_host_addresses(host_addresses or ["127.0.0.1"])
         token = await login_token(url, user)
+        return await self._connect_batches(lambda: Client.connect(url, token, channel, listen=True), count, batch)
+
+    async def _connect_batches(self, connect_one, count: int, batch: int) -> int:
+        """Connect `count` listeners, `batch` at a time; the ones that fail are reported."""
         for start in range(0, count, batch):
             n = min(batch, count - start)
-            results = await asyncio.gather(
-                *(Client.connect(url, token, channel, listen=True) for _ in range(n)),
-                return_exceptions=True,
-            )
+            results = await asyncio.gather(*(connect_one() for _ in range(n)), return_exceptions=True)
             for r in results:
                 if isinstance(r, BaseException):
                     print(f"  listener failed to connect: {r!r}", file=sys.stderr)

@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.forward import ListenerGroup  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 VIDEOROOM = "janus.plugin.videoroom"
@@ -241,11 +243,11 @@ class JanusListener:
             await self.session.destroy()
 
 
-class JanusListenerGroup:
+class JanusListenerGroup(ListenerGroup):
     """Subscribers on this process's loop, with bench.forward.ListenerGroup's interface."""
 
     def __init__(self) -> None:
-        self.clients: list[JanusListener] = []
+        super().__init__()
         self.http = None
 
     async def connect(self, base_url: str, feed: int, count: int, batch: int = 10,
@@ -258,34 +260,10 @@ class JanusListenerGroup:
         if self.http is None:
             # Every session holds a long-poll open: no cap on connections.
             self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        for start in range(0, count, batch):
-            n = min(batch, count - start)
-            results = await asyncio.gather(
-                *(JanusListener.connect(self.http, base_url, feed) for _ in range(n)), return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    print(f"  janus listener failed to connect: {r!r}", file=sys.stderr)
-                else:
-                    self.clients.append(r)
-        return len(self.clients)
-
-    async def reset(self) -> None:
-        from bench.forward import quiet_gc
-
-        for c in self.clients:
-            c.arrivals.clear()
-        quiet_gc()
-
-    async def collect(self) -> list[list[tuple[float, bytes]]]:
-        return [list(c.arrivals) for c in self.clients]
+        return await self._connect_batches(lambda: JanusListener.connect(self.http, base_url, feed), count, batch)
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
-        self.clients.clear()
+        await super().close()
         if self.http is not None:
             await self.http.close()
             self.http = None
-
-    @property
-    def pid(self) -> int:
-        return os.getpid()
