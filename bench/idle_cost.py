@@ -7,13 +7,12 @@ talks, and after a settling pause the server's CPU time (utime + stime from
 /proc/PID/stat) is read over the window. The N = 0 point is the server's fixed cost;
 the per-listener figure is (CPU(N) - CPU(0)) / N, in ms of CPU per second.
 
-The listeners' clients are the console's aiortc peers, which send RTCP of their own: an
-SR from each (silent) microphone sender every 0.5-1.5 s, so the server receives and
-processes one RTCP packet per listener per second. Browsers send audio RTCP about every
-5 s. `--client-rtcp browser` makes the listeners do that: their aiortc RTCP loops are
-parked and a client-side server.media.rtcp scheduler sends an RR + CNAME every 2.5-7.5 s
-(and SRs only while the microphone sends, which it never does here). Both client kinds
-are measured by default.
+The listeners are the console's own client (vpdesk.media.peer.ClientPeer): aiortc's
+per-stream RTCP loops parked, the connection's RTCP sent by the process's scheduler
+(server/media/rtcp.py), so a silent listener sends an RR + CNAME every 2.5-7.5 s, as a
+browser does. docs/idle-results.json keeps earlier runs under their labels, including
+the `aiortc` (the client's own RTCP loops) and `browser` kinds measured before the
+console's client moved to the scheduler.
 
 Run inside a loopback-only network namespace:
   unshare -n sh -c 'ip link set lo up && .venv/bin/python bench/idle_cost.py'
@@ -35,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.forward import (  # noqa: E402 - after the path tweak
     CHANNEL,
-    Client,
     ListenerGroup,
     RemoteGroup,
     ServerProc,
@@ -46,103 +44,8 @@ from bench.forward import (  # noqa: E402 - after the path tweak
     rss_mib,
 )
 
-
-# --- listeners whose RTCP behaves like a browser's ----------------------------------------
-
-
-async def connect_browser_like(url: str, token: str, channel: int, scheduler) -> Client:
-    """forward.Client.connect, with aiortc's per-stream RTCP loops parked before they start
-    and the connection's RTCP sent by `scheduler` (RR + CNAME every ~5 s when silent)."""
-    from server.media import aiortc_hooks as hooks
-    from server.media.rtcp import ReportingConnection
-    from vpdesk.media.peer import ClientPeer
-    from vpdesk.session.signaling import SignalingClient
-    import aiohttp
-
-    client = Client()
-    client.http = aiohttp.ClientSession()
-    client.signaling = await SignalingClient.connect(url, session=client.http)
-    await client.signaling.hello(token, name="bench")
-    client.peer = ClientPeer(1, hooks.ParkedTrack())
-    offer = await client.peer.create_offer()
-    transceivers = client.peer.pc.getTransceivers()
-    for t in transceivers:
-        hooks.park_rtcp_loops(t)  # before the answer: aiortc starts them on connect
-    answer = await client.signaling.request("offer", sdp=offer, timeout=30)
-    await client.peer.apply_answer(answer["sdp"])
-    dtls = hooks.dtls_transport_of(client.peer.pc)
-    hooks.tap_incoming_rtp(dtls, lambda data: None)
-    await client.peer.wait_connected(timeout=30)
-    for t in transceivers[1:]:
-        hooks.stop_receiver_decoder(t.receiver)
-    scheduler.add(ReportingConnection(write=hooks.RawRtcpWriter(dtls).write, outputs=list,
-                                      own_ssrc=hooks.local_ssrc(transceivers[0]),
-                                      cname=hooks.connection_cname(client.peer.pc), label="bench"))
-    client.mid = (await client.signaling.request("join", channel=channel, timeout=30))["mid"]
-    return client
-
-
-class BrowserLikeGroup(ListenerGroup):
-    """forward.ListenerGroup whose listeners send RTCP at a browser's audio rate."""
-
-    async def connect(self, url: str, user: str, channel: int, count: int, batch: int = 10) -> int:
-        from server.media import aiortc_hooks
-        from server.media.rtcp import RtcpScheduler
-
-        aiortc_hooks.use_host_addresses(["127.0.0.1"])
-        self.scheduler = RtcpScheduler()
-        token = await login_token(url, user)
-        for start in range(0, count, batch):
-            results = await asyncio.gather(
-                *(connect_browser_like(url, token, channel, self.scheduler)
-                  for _ in range(min(batch, count - start))),
-                return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    print(f"  listener failed to connect: {r!r}", file=sys.stderr)
-                else:
-                    self.clients.append(r)
-        return len(self.clients)
-
-    async def close(self) -> None:
-        await self.scheduler.stop()
-        await super().close()
-
-
-def _worker_main(conn, kind: str) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_worker_loop(conn, kind))
-
-
-async def _worker_loop(conn, kind: str) -> None:
-    group = BrowserLikeGroup() if kind == "browser" else ListenerGroup()
-    loop = asyncio.get_running_loop()
-    while True:  # ends on "exit"; the parent kills a worker that does not answer
-        command, args = await loop.run_in_executor(None, conn.recv)
-        if command == "exit":
-            await group.close()
-            conn.send(None)
-            return
-        try:
-            result = await getattr(group, command)(*args)
-        except Exception as exc:  # noqa: BLE001 - report to the parent
-            result = exc
-        conn.send(result)
-
-
-class WorkerGroup(RemoteGroup):
-    """forward.RemoteGroup running this module's worker (either kind of listener)."""
-
-    def __init__(self, kind: str) -> None:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, kind), daemon=True)
-        self.process.start()
-        self._lock = asyncio.Lock()
+# The listeners' own RTCP, as recorded in the results.
+CLIENT_RTCP = "scheduler"
 
 
 # --- one point -----------------------------------------------------------------------------
@@ -219,7 +122,6 @@ async def main_async(args: argparse.Namespace) -> int:
     aiortc_hooks.use_host_addresses(["127.0.0.1"])
     work = Path(tempfile.mkdtemp(prefix="vpdesk-idle-"))
     ns = [int(x) for x in args.listeners.split(",")]
-    kinds = [k.strip() for k in args.client_rtcp.split(",")]
     server = ServerProc("vpdesk", work / "vpdesk")
     server.data_dir.mkdir(parents=True)
     server.provision()
@@ -229,18 +131,16 @@ async def main_async(args: argparse.Namespace) -> int:
             r = await measure_point(server, 0, None, args)
             results.append(dict(r, client_rtcp=None))
             print(f"[N=0] {json.dumps(r)}", file=sys.stderr, flush=True)
-        for kind in kinds:
-            group = WorkerGroup(kind) if args.workers else (
-                BrowserLikeGroup() if kind == "browser" else ListenerGroup())
-            try:
-                for n in (n for n in ns if n):
-                    print(f"[{kind} N={n}] ...", file=sys.stderr, flush=True)
-                    r = dict(await measure_point(server, n, group, args), client_rtcp=kind)
-                    results.append(r)
-                    print(f"[{kind} N={n}] {json.dumps(r)}", file=sys.stderr, flush=True)
-            finally:
-                if isinstance(group, RemoteGroup):
-                    await group.exit()
+        group = RemoteGroup() if args.workers else ListenerGroup()
+        try:
+            for n in (n for n in ns if n):
+                print(f"[N={n}] ...", file=sys.stderr, flush=True)
+                r = dict(await measure_point(server, n, group, args), client_rtcp=CLIENT_RTCP)
+                results.append(r)
+                print(f"[N={n}] {json.dumps(r)}", file=sys.stderr, flush=True)
+        finally:
+            if isinstance(group, RemoteGroup):
+                await group.exit()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -269,8 +169,6 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--listeners", default="0,200", help="comma-separated N values (include 0)")
-    parser.add_argument("--client-rtcp", default="aiortc,browser",
-                        help="listeners' own RTCP: aiortc (the console's client today), browser (every ~5 s)")
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per point")
     parser.add_argument("--settle", type=float, default=8.0, help="pause after connecting, before the window")
     parser.add_argument("--workers", type=int, default=1, help="1: listeners in a worker process; 0: here")
