@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 from bench.cluster_site import LISTENER_USER, Site, node_stats, redis_server_version, token_of  # noqa: E402
 from bench.cluster_wire import HopCapture, packet_times  # noqa: E402
 from bench.forward import (  # noqa: E402
-    FRAME_S, Client, RemoteGroup, Talker, analyse, cpu_seconds, encoded_source, machine_facts, quiet_gc,
+    FRAME_S, Client, RemoteGroup, Talker, analyse, cpu_seconds, encoded_source, idle_cpu_rates, machine_facts,
+    quiet_gc, start_talking,
 )
 from tests.server.harness import PttClient, close_all  # noqa: E402
 
@@ -269,18 +270,8 @@ async def cpu_point(site: Site, names: list[str], n: int, groups: list[RemoteGro
         ))
         await asyncio.sleep(args.settle)
         pids = {node.name: node.process.pid for node in nodes}
-        c0, t0 = {k: cpu_seconds(p) for k, p in pids.items()}, time.perf_counter()
-        await asyncio.sleep(args.idle)
-        idle_s = time.perf_counter() - t0
-        idle = {k: (cpu_seconds(p) - c0[k]) / idle_s for k, p in pids.items()}
-
-        grant = await talker_client.signaling.request("floor_request", channel=channel)
-        if not grant.get("granted"):
-            raise RuntimeError(f"floor not granted: {grant}")
-        for g in groups:
-            await g.reset()
-        talker = Talker(talker_client, payloads)
-        quiet_gc()
+        idle = await idle_cpu_rates(pids, args.idle)
+        talker = await start_talking(talker_client, channel, groups, payloads)
         marks: dict[str, tuple] = {}
 
         async def mark(name: str, at: float) -> None:

@@ -396,6 +396,27 @@ class Talker:
 # --- servers ---------------------------------------------------------------------------
 
 
+async def idle_cpu_rates(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Each process's CPU seconds per second over `seconds` of waiting (nobody talking)."""
+    before, start = {k: cpu_seconds(p) for k, p in pids.items()}, time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - start
+    return {k: (cpu_seconds(p) - before[k]) / elapsed for k, p in pids.items()}
+
+
+async def start_talking(client: Client, channel: int, groups: list, payloads: list[bytes]) -> "Talker":
+    """Take the floor on `channel`, clear the listeners' counts, and return the talker
+    ready to send (the collector quieted first)."""
+    grant = await client.signaling.request("floor_request", channel=channel)
+    if not grant.get("granted"):
+        raise RuntimeError(f"floor not granted: {grant}")
+    for group in groups:
+        await group.reset()
+    talker = Talker(client, payloads)
+    quiet_gc()
+    return talker
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -41,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cluster_site import LISTENER_USER, NODE_CONFIG, provision_site, redis_server_version, token_of  # noqa: E402
 from bench.forward import (  # noqa: E402
-    FRAME_S, Client, RemoteGroup, Talker, analyse, cpu_seconds, encoded_source, machine_facts, quiet_gc,
+    FRAME_S, Client, RemoteGroup, analyse, cpu_seconds, encoded_source, idle_cpu_rates, machine_facts,
+    start_talking,
 )
 from tests.cluster.nodes import NodeProcess  # noqa: E402
-from tests.cluster.worker_processes import WorkersProcess, children_of, stats_of_workers  # noqa: E402
+from tests.cluster.worker_processes import WorkersProcess, stats_of_workers  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 SETUPS = {"1 process": 1, "--workers 2": 2}
@@ -82,18 +83,8 @@ async def run_point(redis: RedisServer, root: Path, label: str, n: int, groups: 
             g.connect(server.url, LISTENER_USER, channel, k) for g, k in zip(groups, shares) if k)))
         await asyncio.sleep(args.settle)
         pids = server_pids(server)
-        c0, t0 = {k: cpu_seconds(p) for k, p in pids.items()}, time.perf_counter()
-        await asyncio.sleep(args.idle)
-        idle_s = time.perf_counter() - t0
-        idle = {k: (cpu_seconds(p) - c0[k]) / idle_s for k, p in pids.items()}
-
-        grant = await talker_client.signaling.request("floor_request", channel=channel)
-        if not grant.get("granted"):
-            raise RuntimeError(f"floor not granted: {grant}")
-        for g in groups:
-            await g.reset()
-        talker = Talker(talker_client, payloads)
-        quiet_gc()
+        idle = await idle_cpu_rates(pids, args.idle)
+        talker = await start_talking(talker_client, channel, groups, payloads)
         marks: dict[str, tuple] = {}
 
         async def mark(name: str, at: float) -> None:
