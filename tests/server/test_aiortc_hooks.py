@@ -67,8 +67,10 @@ def test_opus_encoder_is_ptt_shaped():
     assert all(p[0] & 0x04 == 0 and p[0] & 0x03 == 0 for p in packets)
 
 
-async def _connected_pair():
-    """A client that sends a WAV and a server-shaped answerer, on loopback."""
+async def _connected_pair(park_rtcp: bool = False):
+    """A client that sends a WAV and a server-shaped answerer, on loopback; with
+    `park_rtcp`, the server side's RTCP loops are parked before connecting. Returns the
+    peers, the server's parked track and the compound RTCP the client receives."""
     hooks.use_host_addresses(["127.0.0.1"])
     tone = (np.sin(np.arange(48_000) * 2 * np.pi * 440 / 48_000) * 8000).astype(np.int16)
     client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -82,18 +84,24 @@ async def _connected_pair():
     slot.direction = "sendonly"
     parked = hooks.ParkedTrack()
     slot.sender.replaceTrack(parked)
+    if park_rtcp:
+        for transceiver in (mic, slot):
+            hooks.park_rtcp_loops(transceiver)
+            hooks.park_rtcp_loops(transceiver)  # idempotent
     await server.setLocalDescription(await server.createAnswer())
     await client.setRemoteDescription(server.localDescription)
+    rtcp: list[bytes] = []
+    hooks.observe_incoming_rtcp(hooks.dtls_transport_of(client), rtcp.append)
     for _ in range(100):
         if client.connectionState == "connected" and server.connectionState == "connected":
             break
         await asyncio.sleep(0.05)
     assert server.connectionState == "connected"
-    return client, server, parked
+    return client, server, parked, rtcp
 
 
 async def test_tap_sees_rtp_and_writer_reaches_the_client():
-    client, server, parked = await _connected_pair()
+    client, server, parked, _ = await _connected_pair()
     try:
         tapped: list[bytes] = []
         dtls = hooks.dtls_transport_of(server)
@@ -130,7 +138,7 @@ async def test_tap_sees_rtp_and_writer_reaches_the_client():
 
 
 async def test_parked_track_keeps_the_sender_loop_asleep():
-    client, server, parked = await _connected_pair()
+    client, server, parked, _ = await _connected_pair()
     try:
         _, slot = server.getTransceivers()
         stats = await slot.sender.getStats()
@@ -182,37 +190,6 @@ async def test_private_names_the_rtcp_hooks_use_exist():
     await pc.close()
 
 
-async def _parked_pair():
-    """Like _connected_pair, but with the server side's RTCP loops parked before connecting,
-    and the client's RTCP observed from the start."""
-    hooks.use_host_addresses(["127.0.0.1"])
-    tone = (np.sin(np.arange(48_000) * 2 * np.pi * 440 / 48_000) * 8000).astype(np.int16)
-    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    client.addTransceiver(WavTrack(tone, loop=True), direction="sendonly")
-    client.addTransceiver("audio", direction="recvonly")
-    await client.setLocalDescription(await client.createOffer())
-    await server.setRemoteDescription(client.localDescription)
-    mic, slot = server.getTransceivers()
-    mic.direction = "recvonly"
-    slot.direction = "sendonly"
-    parked = hooks.ParkedTrack()
-    slot.sender.replaceTrack(parked)
-    for transceiver in (mic, slot):
-        hooks.park_rtcp_loops(transceiver)
-        hooks.park_rtcp_loops(transceiver)  # idempotent
-    await server.setLocalDescription(await server.createAnswer())
-    await client.setRemoteDescription(server.localDescription)
-    rtcp: list[bytes] = []
-    hooks.observe_incoming_rtcp(hooks.dtls_transport_of(client), rtcp.append)
-    for _ in range(100):
-        if client.connectionState == "connected" and server.connectionState == "connected":
-            break
-        await asyncio.sleep(0.05)
-    assert server.connectionState == "connected"
-    return client, server, parked, rtcp
-
-
 async def test_parked_rtcp_loops_stay_silent_and_the_raw_writer_reports():
     import time
 
@@ -220,7 +197,7 @@ async def test_parked_rtcp_loops_stay_silent_and_the_raw_writer_reports():
 
     from server.media.rtcp import cname_sdes, ntp_timestamp, sender_report
 
-    client, server, parked, rtcp = await _parked_pair()
+    client, server, parked, rtcp = await _connected_pair(park_rtcp=True)
     try:
         _, slot = server.getTransceivers()
         # aiortc's sender loop would have sent an SR within 1.5 s of starting.
@@ -282,7 +259,7 @@ def test_missing_rtcp_internals_raise_hook_errors():
 async def test_aiortc_sender_figures_read_the_senders_own_counters():
     import time
 
-    client, server, parked, _ = await _parked_pair()
+    client, server, parked, _ = await _connected_pair(park_rtcp=True)
     try:
         mic = client.getTransceivers()[0].sender  # aiortc's own RTP loop sends the tone
         figures = hooks.AiortcSenderFigures(mic)
