@@ -20,7 +20,7 @@ from pathlib import Path
 from server import __version__
 from server import cli_commands as commands
 from server.cli_commands import PROG, CommandError, Context
-from server.config import ConfigError, ServerConfig, load_config, parse_listen
+from server.config import ConfigError, ServerConfig, load_config, media_port_number, parse_listen
 from server.directory import DirectoryError, Role
 from server.directory_redis import open_directory
 from server.workers import worker_count
@@ -51,6 +51,9 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT", help="HTTP/WebSocket listen address")
     parser.add_argument("--ice-address", action="append", dest="ice_addresses", metavar="ADDR",
                         help="address to gather ICE candidates on (repeatable)")
+    parser.add_argument("--media-port", metavar="PORT|auto|off",
+                        help="UDP port every session's media shares (default auto: one the "
+                             "system picks; off: a port per connection)")
     parser.add_argument("--announced-address", metavar="ADDR",
                         help="address announced in ICE candidates (server behind NAT)")
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="TLS certificate (PEM)")
@@ -230,6 +233,7 @@ def _run_server(args: argparse.Namespace, argv: list[str]) -> int:
             listen_port=listen_port,
             ice_addresses=args.ice_addresses,
             announced_address=args.announced_address,
+            media_port=args.media_port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_self_signed=args.self_signed,
@@ -244,6 +248,7 @@ def _run_server(args: argparse.Namespace, argv: list[str]) -> int:
             relay_announce=args.relay_announce,
             workers=args.workers,
         )
+        media_port_number(config.media_port)  # ConfigError now, not when the node starts
         for address in (config.relay_listen, config.relay_announce):
             if address is not None:
                 parse_listen(address)  # ConfigError now rather than when the node starts

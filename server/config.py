@@ -26,6 +26,10 @@ class ServerConfig:
     # Addresses ICE gathers host candidates on. Empty: every interface but loopback
     # (aioice's default). Tests and benchmarks set ["127.0.0.1"].
     ice_addresses: list[str] = field(default_factory=list)
+    # The UDP port all sessions' media share (ICE, DTLS, SRTP), per ICE address: 0 or
+    # "auto" for one the system picks at start, a number for that port (what a firewall
+    # opens), "off" for aioice's own socket (and port) per connection.
+    media_port: int | str = 0
     # Address written into the answer's candidates instead of the gathered one, for a
     # server behind NAT (mediasoup's announcedIp).
     announced_address: str | None = None
@@ -99,6 +103,23 @@ class ServerConfig:
     def with_overrides(self, **values) -> "ServerConfig":
         """A copy with the given fields replaced; None values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def media_port_number(value: int | str) -> int | None:
+    """The `media_port` setting as a port number (0: the system's pick), or None for a
+    port per connection."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word == "auto":
+            return 0
+        if word in ("off", "per-connection"):
+            return None
+        if not word.isdigit():
+            raise ConfigError(f"media_port must be a port number, 'auto' or 'off', not {value!r}")
+        value = int(word)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"media_port must be a port number (0-65535), 'auto' or 'off', not {value!r}")
+    return value
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .cluster.relay import lease_tag
-from .config import ServerConfig
+from .config import ServerConfig, media_port_number
 from .directory import Directory, User
 from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
 from .logins import LoginStoreUnavailable
 from .media.forwarder import ChannelFanout
+from .media.media_port import MediaPort
 from .media.peer import ServerPeer
+from .media.udp_batch import OUTBOX
 from .protocol import CloseCode
 from .session import ClientSession, SessionState, new_session_id
 from .state.base import LiveStore
@@ -66,6 +68,9 @@ class Hub:
         self.sessions: dict[str, ClientSession] = {}
         self.members: dict[int, set[ClientSession]] = {}
         self.fanouts: dict[int, ChannelFanout] = {}
+        # Every session's media on one UDP port (None: a port per connection, aioice's way).
+        port = media_port_number(config.media_port)
+        self.media_port = MediaPort(port) if port is not None else None
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._revision = -1
@@ -121,6 +126,8 @@ class Hub:
             # Kept in the site's records: the clients resume on another node.
             await self.close_session(session, forget=False)
         await self.floor.stop()
+        if self.media_port is not None:
+            self.media_port.close()
         if self.cluster is not None:
             await self.cluster.stop()
 
@@ -264,6 +271,7 @@ class Hub:
                 lambda data, s=session: self.ingest(s, data),
                 max_receive_slots=self.config.max_receive_slots,
                 announced_address=self.config.announced_address,
+                media_port=self.media_port,
             )
         return session.peer
 
@@ -316,7 +324,9 @@ class Hub:
     def fanout(self, channel_id: int) -> ChannelFanout:
         fanout = self.fanouts.get(channel_id)
         if fanout is None:
-            fanout = self.fanouts[channel_id] = ChannelFanout(channel_id)
+            # On the shared media port a packet's copies leave in one system call.
+            outbox = OUTBOX if self.media_port is not None else None
+            fanout = self.fanouts[channel_id] = ChannelFanout(channel_id, outbox=outbox)
         return fanout
 
     def listen(self, session: ClientSession, channel_id: int) -> None:
@@ -472,6 +482,10 @@ class Hub:
             "packets_forwarded": sum(f.packets_out for f in self.fanouts.values()),
             "bytes_forwarded": sum(f.bytes_out for f in self.fanouts.values()),
             "packets_dropped_no_floor": self.packets_dropped_no_floor,
+            **({} if self.media_port is None else {
+                "media_ports": self.media_port.bound_ports,
+                "media_datagrams_unrouted": self.media_port.unrouted,
+            }),
             "uptime_s": round(time.time() - self.started_at, 1),
             **({} if self.cluster is None else {
                 **self.cluster.stats(),

@@ -8,7 +8,7 @@ spreads new connections over them, so a channel's listeners land on every worker
 workers are the nodes of one site (server.cluster): they share the state in Redis, so
 `--redis` is required, and a talker's packets reach the listeners on the other workers
 over the node-to-node relay. Each worker is named `<node_id>-w<i>` and has its own relay
-port (port 0: one the system picks; a fixed port P: P, P+1, ...). All of them announce
+port and media port (port 0: one the system picks; a fixed port P: P, P+1, ...). All of them announce
 the same public URL, so `hello.nodes` names it once, and a client that reconnects to it
 after its worker went away resumes on whichever worker the kernel picks (session records).
 
@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .config import ConfigError, ServerConfig, parse_listen
+from .config import ConfigError, ServerConfig, media_port_number, parse_listen
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class WorkerPlan:
     node_id: str
     relay_listen: str
     relay_announce: str | None
+    media_port: int | None = None  # None: the configured setting (auto or off) as it is
 
     def overrides(self, listen: str) -> list[str]:
         """Options appended to the supervisor's own arguments (the last one wins)."""
@@ -110,6 +111,7 @@ class WorkerPlan:
             "--workers", "1", "--listen", listen, "--node-id", self.node_id,
             "--relay", self.relay_listen,
             *(["--relay-announce", self.relay_announce] if self.relay_announce else []),
+            *(["--media-port", str(self.media_port)] if self.media_port else []),
             "--reuse-port",
         ]
 
@@ -127,6 +129,9 @@ def plan_workers(config: ServerConfig, count: int, listen_port: int) -> list[Wor
     last = max(relay_port, announce[1] if announce else 0) + count - 1
     if relay_port and last > 65535:
         raise ConfigError(f"{count} workers need relay ports up to {last}, beyond 65535")
+    media_port = media_port_number(config.media_port)
+    if media_port and media_port + count - 1 > 65535:
+        raise ConfigError(f"{count} workers need media ports up to {media_port + count - 1}, beyond 65535")
     plans = []
     for i in range(count):
         port = relay_port + i if relay_port else 0
@@ -135,6 +140,7 @@ def plan_workers(config: ServerConfig, count: int, listen_port: int) -> list[Wor
             node_id=f"{base}-w{i + 1}",
             relay_listen=_address(relay_host, port),
             relay_announce=_address(announce[0], announce[1] + i) if announce else None,
+            media_port=media_port + i if media_port else None,
         ))
     return plans
 

@@ -29,6 +29,8 @@ from aiortc.codecs import opus as aiortc_opus
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State as DtlsState
 
+from .udp_batch import DatagramBatch, Outbox, SocketAddress, address_of
+
 logger = logging.getLogger(__name__)
 
 OPUS_BITRATE = 28_000
@@ -107,6 +109,14 @@ def dtls_transport_of(pc: RTCPeerConnection) -> RTCDtlsTransport:
     if not transceivers:
         raise HookError("peer connection has no transceivers yet")
     return transceivers[0].receiver.transport
+
+
+def ice_connection_of(pc: RTCPeerConnection) -> aioice.ice.Connection:
+    """The aioice connection under a BUNDLEd peer connection's one transport."""
+    connection = getattr(getattr(dtls_transport_of(pc).transport, "iceGatherer", None), "_connection", None)
+    if connection is None:
+        raise HookError("RTCIceGatherer._connection is gone")
+    return connection
 
 
 def tap_incoming_rtp(transport: RTCDtlsTransport, tap: RtpTap) -> None:
@@ -217,19 +227,37 @@ PACKET_BUFFER_SIZE = 1500
 MAX_PLAIN_RTP = PACKET_BUFFER_SIZE - 16
 
 
+class PacketBuffer:
+    """A packet buffer RawRtpWriter.send_buffer() protects in place: the C buffer, a view to
+    build the packet in, and its address (for a batched send)."""
+
+    __slots__ = ("data", "view", "address")
+
+    def __init__(self) -> None:
+        self.data = _srtp_ffi.new("char[]", PACKET_BUFFER_SIZE)
+        self.view = memoryview(_srtp_ffi.buffer(self.data))
+        self.address = address_of(self.data)
+
+
 class RawRtpWriter:
     """Protects and sends RTP on a connection's DTLS/ICE transport, without a coroutine.
 
     Two ways in, both synchronous and cheap:
     - write(packet): a ready-made packet (clients, tests, benchmarks);
-    - send_buffer(buffer, view, length): a packet the caller built in place in a buffer
-      from new_buffer() (the server's fan-out: no allocation before the socket call);
-      SRTP protects it in place, so the caller rewrites header and payload each time.
+    - send_buffer(packet, length): a packet the caller built in place in a PacketBuffer
+      (the server's fan-out: no allocation before the socket call); SRTP protects it in
+      place, so the caller rewrites header and payload each time.
+    On the server's shared media port (server/media/media_port.py), send_buffer() queues
+    the packet in the socket's batch while the outbox is open (a fan-out), and the outbox
+    sends all copies with one system call when it is flushed; otherwise it sends at once.
     Packets before DTLS is up (or after the pair is gone) are dropped, as a real network
     would; so is a packet the socket cannot take right now (a full send buffer).
     """
 
-    __slots__ = ("_dtls", "_nominated", "_pair", "_sendto", "_dest", "_session", "_context", "_size")
+    __slots__ = (
+        "_dtls", "_nominated", "_pair", "_sendto", "_dest", "_session", "_context", "_size",
+        "_batch", "_outbox", "_name",
+    )
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         ice = getattr(dtls.transport, "_connection", None)
@@ -244,6 +272,10 @@ class RawRtpWriter:
         self._pair = None
         self._sendto = None
         self._dest = None
+        # On a shared media socket: its batch and the destination as a C sockaddr.
+        self._batch: DatagramBatch | None = None
+        self._outbox: Outbox | None = None
+        self._name: SocketAddress | None = None
         # The SRTP session DTLS keyed, and libsrtp's context inside it.
         self._session = None
         self._context = None
@@ -254,10 +286,9 @@ class RawRtpWriter:
         return self._dtls._state is DtlsState.CONNECTED and 1 in self._nominated
 
     @staticmethod
-    def new_buffer() -> tuple[object, memoryview]:
-        """A packet buffer send_buffer() can protect in place, and a view to build in."""
-        buffer = _srtp_ffi.new("char[]", PACKET_BUFFER_SIZE)
-        return buffer, memoryview(_srtp_ffi.buffer(buffer))
+    def new_buffer() -> PacketBuffer:
+        """A packet buffer send_buffer() can protect in place."""
+        return PacketBuffer()
 
     def _use_pair(self, pair) -> bool:
         transport = getattr(pair.protocol, "transport", None) if pair is not None else None
@@ -273,10 +304,17 @@ class RawRtpWriter:
             send = transport.sendto
             self._sendto = lambda data, addr: send(bytes(data), addr)
         self._pair, self._dest = pair, pair.remote_addr
+        batch = getattr(transport, "batch", None)
+        if batch is not None and raw is not None:
+            self._batch, self._outbox = batch, batch.outbox
+            self._name = SocketAddress(raw.family, pair.remote_addr)
+        else:
+            self._batch = self._outbox = self._name = None
         return True
 
-    def send_buffer(self, buffer: object, view: memoryview, length: int) -> bool:
-        """Protect the RTP packet in buffer[:length] in place and send it; False if dropped."""
+    def send_buffer(self, packet: PacketBuffer, length: int) -> bool:
+        """Protect the RTP packet in packet.data[:length] in place and send it (or queue
+        it in the open outbox); False if dropped."""
         dtls = self._dtls
         if dtls._state is not DtlsState.CONNECTED:
             return False
@@ -288,12 +326,16 @@ class RawRtpWriter:
             self._session, self._context = session, session._srtp[0]
         size = self._size
         size[0] = length
-        if _srtp_protect(self._context, buffer, size):
+        if _srtp_protect(self._context, packet.data, size):
             # One listener's refusal (e.g. a replayed index) must not stop the fan-out.
             logger.debug("srtp protect refused a packet of %d bytes", length)
             return False
+        batch = self._batch
+        if batch is not None and self._outbox.is_open:
+            batch.add(packet.address, size[0], self._name)
+            return True
         try:
-            self._sendto(view[: size[0]], self._dest)
+            self._sendto(packet.view[: size[0]], self._dest)
         except OSError as exc:  # BlockingIOError too: a full socket buffer drops it
             logger.debug("rtp send failed: %s", exc)
             return False

@@ -65,16 +65,30 @@ def one_byte_extension_block(ext_id: int, value: bytes) -> bytes:
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
 
 
+class PacketBuffer(Protocol):
+    """A packet buffer of an egress's making; `view` is where the output builds packets."""
+
+    view: memoryview
+
+
 class PacketEgress(Protocol):
     """Where a ListenerOutput's packets go: aiortc_hooks.RawRtpWriter, or a test's capture.
 
     The output builds each packet in place in a buffer of the egress's making, so the hot
-    path allocates nothing but the final view handed to the socket.
+    path allocates nothing before the socket call.
     """
 
-    def new_buffer(self) -> tuple[object, memoryview]: ...
+    def new_buffer(self) -> PacketBuffer: ...
 
-    def send_buffer(self, buffer: object, view: memoryview, length: int) -> bool: ...
+    def send_buffer(self, packet: PacketBuffer, length: int) -> bool: ...
+
+
+class Outbox(Protocol):
+    """Holds the copies of one fan-out for one send (server/media/udp_batch.Outbox)."""
+
+    def open(self) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class ListenerOutput:
@@ -88,7 +102,7 @@ class ListenerOutput:
     """
 
     __slots__ = (
-        "label", "ssrc", "_first_byte", "_second_byte", "_send", "_buffer", "_view",
+        "label", "ssrc", "_first_byte", "_second_byte", "_send", "_packet", "_view",
         "_header_len", "_limit", "_source", "_seq_offset", "_ts_offset", "_last_seq", "_last_ts",
         "_last_time", "packets_sent", "bytes_sent", "_clock",
     )
@@ -108,7 +122,8 @@ class ListenerOutput:
         self._first_byte = 0x90 if extension else 0x80  # V=2, X when we add an extension
         self._second_byte = payload_type & 0x7F
         self._send = egress.send_buffer
-        self._buffer, self._view = egress.new_buffer()
+        self._packet = egress.new_buffer()
+        self._view = self._packet.view
         self._header_len = 12 + len(extension)
         self._view[12 : self._header_len] = extension  # stays: SRTP leaves headers clear
         # SRTP appends its auth tag (up to 16 bytes) behind the payload, in the same buffer.
@@ -182,7 +197,7 @@ class ListenerOutput:
         if end > self._limit:
             return  # would not fit with the SRTP trailer: no Opus frame is this large
         view[start:end] = payload
-        if self._send(self._buffer, view, end):
+        if self._send(self._packet, end):
             self._last_seq = out_seq
             self._last_ts = out_ts
             self._last_time = self._clock() if now is None else now
@@ -191,16 +206,23 @@ class ListenerOutput:
 
 
 class ChannelFanout:
-    """The unmuted listener outputs of one channel on this node, and its counters."""
+    """The unmuted listener outputs of one channel on this node, and its counters.
+
+    With an `outbox`, each packet's copies are queued while the outputs build them and
+    leave together when the last is built (one sendmmsg on the server's media port).
+    """
 
     __slots__ = (
         "channel_id", "outputs", "packets_in", "packets_out", "bytes_out", "_clock",
-        "_talker", "_talker_ssrc", "_run",
+        "_talker", "_talker_ssrc", "_run", "_outbox",
     )
 
-    def __init__(self, channel_id: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, channel_id: int, clock: Callable[[], float] = time.monotonic, outbox: Outbox | None = None
+    ) -> None:
         self.channel_id = channel_id
         self._clock = clock
+        self._outbox = outbox
         self.outputs: list[ListenerOutput] = []
         self.packets_in = 0
         self.packets_out = 0
@@ -243,9 +265,16 @@ class ChannelFanout:
         self.packets_in += 1
         now = self._clock()
         sent = 0
-        for output in self.outputs:
-            if output is not exclude:
-                output.send(run, seq, ts, marker, payload, now)
-                sent += 1
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.open()
+        try:
+            for output in self.outputs:
+                if output is not exclude:
+                    output.send(run, seq, ts, marker, payload, now)
+                    sent += 1
+        finally:
+            if outbox is not None:
+                outbox.flush()
         self.packets_out += sent
         self.bytes_out += sent * len(payload)

@@ -20,6 +20,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from . import aiortc_hooks as hooks
 from .forwarder import ListenerOutput, one_byte_extension_block
+from .media_port import MediaPort
 from .rtcp import ReportingConnection, RtcpScheduler, shared_scheduler
 from .sdp import BadOffer, OfferShape, check_offer, shape_answer
 
@@ -53,6 +54,7 @@ class ServerPeer:
         max_receive_slots: int = 64,
         announced_address: str | None = None,
         rtcp: RtcpScheduler | None = None,
+        media_port: MediaPort | None = None,
     ) -> None:
         self.label = label
         self._on_rtp = on_rtp
@@ -67,6 +69,7 @@ class ServerPeer:
         self._lock = asyncio.Lock()
         self._parked: list[hooks.ParkedTrack] = []
         self._rtcp = rtcp  # None: the loop's shared scheduler, looked up when connected
+        self._media_port = media_port  # None: aioice's own socket for this connection
         self._reporting: ReportingConnection | None = None
         self.closed = False
 
@@ -81,7 +84,8 @@ class ServerPeer:
         async with self._lock:
             if self.closed:
                 raise MediaNotReady("session media is closed")
-            if self._pc is None:
+            created = self._pc is None
+            if created:
                 self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
                 self._pc.on("connectionstatechange", self._on_state)
             elif self._slot_order and shape.mids[: 1 + len(self._slot_order)] != (
@@ -92,6 +96,9 @@ class ServerPeer:
             first = not self._slots
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                if created and self._media_port is not None:
+                    # Before the answer gathers: its candidates are on the shared port.
+                    self._media_port.attach(hooks.ice_connection_of(pc))
                 self._configure_transceivers(shape)
                 answer = await pc.createAnswer()
                 await pc.setLocalDescription(answer)

@@ -121,12 +121,12 @@ async def test_tap_sees_rtp_and_writer_reaches_the_client():
             header = bytes([0x80, pt]) + (1000 + i).to_bytes(2, "big") + (960 * i).to_bytes(4, "big")
             assert writer.write(header + slot.sender._ssrc.to_bytes(4, "big") + packet[12:])
         # The fan-out's way: build in place in the writer's buffer, protect in place.
-        buffer, view = writer.new_buffer()
+        packet_buffer = writer.new_buffer()
         for i, packet in enumerate(tapped[10:15]):
             header = bytes([0x80, pt]) + (1010 + i).to_bytes(2, "big") + (960 * (10 + i)).to_bytes(4, "big")
             built = header + slot.sender._ssrc.to_bytes(4, "big") + packet[12:]
-            view[: len(built)] = built
-            assert writer.send_buffer(buffer, view, len(built))
+            packet_buffer.view[: len(built)] = built
+            assert writer.send_buffer(packet_buffer, len(built))
         await asyncio.sleep(0.3)
         got = [p for p in seen if int.from_bytes(p[8:12], "big") == slot.sender._ssrc]
         assert [int.from_bytes(p[2:4], "big") for p in got] == list(range(1000, 1015))

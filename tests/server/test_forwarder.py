@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,14 +84,13 @@ class Capture:
         self.accept = True
 
     @staticmethod
-    def new_buffer() -> tuple[object, memoryview]:
-        buffer = bytearray(1500)
-        return buffer, memoryview(buffer)
+    def new_buffer() -> SimpleNamespace:
+        return SimpleNamespace(view=memoryview(bytearray(1500)))
 
-    def send_buffer(self, buffer: object, view: memoryview, length: int) -> bool:
+    def send_buffer(self, packet: SimpleNamespace, length: int) -> bool:
         if not self.accept:
             return False
-        self.packets.append(bytes(view[:length]))
+        self.packets.append(bytes(packet.view[:length]))
         return True
 
     @property
