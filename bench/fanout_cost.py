@@ -3,9 +3,14 @@
 
 The real ChannelFanout, ListenerOutput and aiortc_hooks.RawRtpWriter run against real
 libsrtp sessions (AEAD_AES_128_GCM, what aiortc's DTLS negotiates) and real UDP sockets on
-loopback, one per listener as aioice gives each connection its own; a second process
-drains the receiving sockets. Only the DTLS and ICE objects around the writer are stand-ins
-(their state is "connected" and the nominated pair is the socket).
+loopback; a second process drains the receiving sockets. Only the DTLS and ICE objects
+around the writer are stand-ins (their state is "connected" and the nominated pair is the
+socket). Three ways out:
+- "sendto": a socket per listener, one sendto per copy (aioice's socket per connection,
+  the server's `media_port = "off"`);
+- "sendmmsg": the server's default, one shared media socket whose batch takes every copy
+  of a packet and sends them with one sendmmsg (server/media/udp_batch.py);
+- "no send": the writer's send swapped for a no-op: what is left is Python and libsrtp.
 
 - warm: packets back to back, so the N listeners' state stays in the CPU caches;
 - cold: one packet every 5 ms with a 4 MiB buffer written in between, as 20 ms of other
@@ -39,7 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 from server.media import aiortc_hooks as hooks  # noqa: E402
 from server.media.forwarder import ChannelFanout, ListenerOutput, one_byte_extension_block  # noqa: E402
+from server.media.udp_batch import OUTBOX  # noqa: E402
 
+MODES = ("sendto", "sendmmsg", "no send")
 PAYLOAD_BYTES = 70  # the PTT Opus frames of bench/forward.py average 70 bytes
 
 
@@ -79,11 +86,30 @@ class _Datagram(asyncio.DatagramProtocol):
         self.transport = transport
 
 
-async def _fanout(ports: list[int], send: bool) -> ChannelFanout:
+class _SharedTransport:
+    """The shared media socket as media_port's per-connection transport shows it."""
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self.batch = OUTBOX.batch_for(transport.get_extra_info("socket")._sock)
+
+    def get_extra_info(self, name, default=None):
+        return self._transport.get_extra_info(name, default)
+
+
+async def _fanout(ports: list[int], mode: str) -> ChannelFanout:
     loop = asyncio.get_running_loop()
-    fanout = ChannelFanout(1)
+    send = mode != "no send"
+    fanout = ChannelFanout(1, outbox=OUTBOX if mode == "sendmmsg" else None)
+    shared = None
+    if mode == "sendmmsg":
+        transport, _ = await loop.create_datagram_endpoint(_Datagram, local_addr=("127.0.0.1", 0))
+        shared = types.SimpleNamespace(transport=_SharedTransport(transport))
     for i, port in enumerate(ports):
-        _, protocol = await loop.create_datagram_endpoint(_Datagram, local_addr=("127.0.0.1", 0))
+        if shared is None:
+            _, protocol = await loop.create_datagram_endpoint(_Datagram, local_addr=("127.0.0.1", 0))
+        else:
+            protocol = shared
         pair = types.SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", port))
         ice = types.SimpleNamespace(_nominated={1: pair})
         dtls = types.SimpleNamespace(
@@ -121,11 +147,11 @@ async def _measure(fanout: ChannelFanout, packets: int, cold: bool, first_seq: i
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for send in (True, False):
+    for mode in MODES:
         queue = multiprocessing.Queue()
         drain = multiprocessing.Process(target=_drain, args=(queue, args.listeners, 120), daemon=True)
         drain.start()
-        fanout = await _fanout(queue.get(), send)
+        fanout = await _fanout(queue.get(), mode)
         seq = 0
         for cold in (False, True):
             best = None
@@ -133,7 +159,7 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
                 figure = await _measure(fanout, args.packets, cold, seq)
                 seq += args.packets
                 best = figure if best is None else min(best, figure)
-            rows.append({"caches": "cold" if cold else "warm", "send": send, "us_per_copy": round(best, 2)})
+            rows.append({"caches": "cold" if cold else "warm", "mode": mode, "us_per_copy": round(best, 2)})
         drain.kill()
     return rows
 
@@ -145,13 +171,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="the lowest of these is kept")
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
-    by = {(r["caches"], r["send"]): r["us_per_copy"] for r in rows}
+    by = {(r["caches"], r["mode"]): r["us_per_copy"] for r in rows}
     print(f"fan-out CPU per copy, N = {args.listeners}, lowest of {args.repeats} x {args.packets} packets\n")
-    print("| caches | whole copy (µs) | Python + SRTP, no send (µs) | socket send (difference, µs) |")
-    print("|---|---:|---:|---:|")
+    print("| caches | whole copy, sendto per copy (µs) | whole copy, one sendmmsg (µs) "
+          "| Python + SRTP, no send (µs) | sending: sendto / sendmmsg (difference, µs) |")
+    print("|---|---:|---:|---:|---:|")
     for caches in ("warm", "cold"):
-        whole, alone = by[(caches, True)], by[(caches, False)]
-        print(f"| {caches} | {whole:.2f} | {alone:.2f} | {whole - alone:.2f} |")
+        each, batched, alone = (by[(caches, mode)] for mode in MODES)
+        print(f"| {caches} | {each:.2f} | {batched:.2f} | {alone:.2f} | {each - alone:.2f} / {batched - alone:.2f} |")
     return 0
 
 

@@ -85,7 +85,7 @@ class SocketAddress:
 class DatagramBatch:
     """The datagrams queued for one socket while its Outbox is open."""
 
-    __slots__ = ("fd", "count", "outbox", "_msgs", "_iovs", "_msg_view", "_iov_view", "sent", "dropped")
+    __slots__ = ("fd", "count", "outbox", "_msgs", "_iovs", "_msg_view", "_iov_view", "_names", "sent", "dropped")
 
     def __init__(self, sock: socket.socket, outbox: Outbox, capacity: int = 256) -> None:
         self.fd = sock.fileno()
@@ -93,6 +93,7 @@ class DatagramBatch:
         self.count = 0
         self.sent = 0
         self.dropped = 0
+        self._names: list[SocketAddress] = []  # the queued entries' sockaddrs stay alive
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -110,19 +111,21 @@ class DatagramBatch:
         return len(self._iovs)
 
     def add(self, buffer_address: int, length: int, name: SocketAddress) -> None:
-        """Queue buffer[:length] for `name`. The buffer must stay unchanged until the
-        Outbox is flushed."""
+        """Queue buffer[:length] for `name`. The buffer must stay alive and unchanged until
+        the Outbox is flushed (the batch keeps `name` alive itself)."""
         count = self.count
-        if count == len(self._iovs):
+        if count == 0:
+            self.outbox.pending.append(self)
+        elif count == len(self._iovs):
             if count >= MAX_BATCH:
+                # Still pending: what comes after these goes with the flush.
                 self.send()
                 count = 0
             else:
                 self._grow()
         _pointer_and_size.pack_into(self._iov_view, count * _IOV_SIZE, buffer_address, length)
         _pointer_and_uint.pack_into(self._msg_view, count * _MSG_SIZE + _NAME_AT, name.address, name.length)
-        if count == 0:
-            self.outbox.pending.append(self)
+        self._names.append(name)
         self.count = count + 1
 
     def _grow(self) -> None:
@@ -139,6 +142,7 @@ class DatagramBatch:
         a datagram the kernel refuses (e.g. an unreachable address) is skipped."""
         count, done = self.count, 0
         self.count = 0
+        names, self._names = self._names, []  # noqa: F841 - the sockaddrs, alive until sent
         while done < count:
             result = _sendmmsg(self.fd, self._msgs + done, count - done, _MSG_DONTWAIT)
             if result > 0:

@@ -279,3 +279,14 @@ def test_a_rejected_configuration_is_not_retried():
                             first_backoff_s=0.01)
     assert supervisor.run() == 2
     assert [w.starts for w in supervisor.workers] == [1, 1]
+
+
+def test_workers_take_consecutive_media_ports_when_one_is_fixed():
+    fixed = plan_workers(ServerConfig(media_port=40000), 3, 8443)
+    assert [p.media_port for p in fixed] == [40000, 40001, 40002]
+    assert fixed[1].overrides("127.0.0.1:8443")[-3:] == ["--media-port", "40001", "--reuse-port"]
+    for setting in (0, "auto", "off"):
+        assert all(p.media_port is None for p in plan_workers(ServerConfig(media_port=setting), 2, 8443))
+        assert "--media-port" not in plan_workers(ServerConfig(media_port=setting), 2, 8443)[0].overrides("x:1")
+    with pytest.raises(ConfigError, match="media ports"):
+        plan_workers(ServerConfig(media_port=65535), 2, 8443)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
-from server.config import ServerConfig
+from server.config import ConfigError, ServerConfig, media_port_number
 from server.directory import Directory, Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -550,3 +550,18 @@ def test_vpserver_script_event_add(tmp_path):
     assert result.stderr == "vpserver: event 'county fair' exists already\n"
     with Directory.open(tmp_path) as d:
         assert [e.name for e in d.list_events()] == ["County Fair"]
+
+
+def test_media_port_setting(tmp_path, capsys):
+    assert media_port_number(0) == media_port_number("auto") == media_port_number(" AUTO ") == 0
+    assert media_port_number(40000) == media_port_number("40000") == 40000
+    assert media_port_number("off") is None and media_port_number("per-connection") is None
+    for bad in (-1, 70000, "x", True, 2.5, "40000x"):
+        with pytest.raises(ConfigError, match="media_port"):
+            media_port_number(bad)
+    config = tmp_path / "server.toml"
+    config.write_text('media_port = "sometimes"\n', encoding="utf-8")
+    assert main(["--config", str(config), "--data", str(tmp_path / "d")]) == 2
+    assert "media_port" in capsys.readouterr().err
+    assert main(["--media-port", "99999", "--data", str(tmp_path / "d")]) == 2
+    assert "media_port" in capsys.readouterr().err
