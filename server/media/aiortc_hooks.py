@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import aioice.ice
 import pylibsrtp
 import pylibsrtp._binding
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import opus as aiortc_opus
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State as DtlsState
