@@ -154,12 +154,26 @@ def no_trickle(pc) -> dict:
     return {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp, "trickle": False}
 
 
-class JanusPublisher:
-    """The talker: a VideoRoom publisher with one sendonly Opus m-line."""
+class _JanusPeer:
+    """A Janus session of its own and one aiortc peer connection, closed together."""
 
     def __init__(self) -> None:
         self.session: JanusSession | None = None
         self.pc = None
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.pc is not None:
+                await self.pc.close()
+        if self.session is not None:
+            await self.session.destroy()
+
+
+class JanusPublisher(_JanusPeer):
+    """The talker: a VideoRoom publisher with one sendonly Opus m-line."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.publisher_id: int | None = None
 
     @classmethod
@@ -187,20 +201,12 @@ class JanusPublisher:
         await wait_connected(self.pc)
         return self
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.pc is not None:
-                await self.pc.close()
-        if self.session is not None:
-            await self.session.destroy()
 
-
-class JanusListener:
+class JanusListener(_JanusPeer):
     """One subscriber to the publisher's feed, counting what arrives: (time, RTP bytes)."""
 
     def __init__(self) -> None:
-        self.session: JanusSession | None = None
-        self.pc = None
+        super().__init__()
         self.arrivals: list[tuple[float, bytes]] = []
 
     @classmethod
@@ -233,13 +239,6 @@ class JanusListener:
             # Tapped RTP never reaches the receivers: their decoder threads would idle.
             aiortc_hooks.stop_receiver_decoder(t.receiver)
         return self
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.pc is not None:
-                await self.pc.close()
-        if self.session is not None:
-            await self.session.destroy()
 
 
 class JanusListenerGroup(ListenerGroup):
