@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cluster.relay import lease_tag
 from .config import ServerConfig, media_port_number
+from .gc_pacer import GarbagePacer
 from .directory import Directory, User
 from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
@@ -88,6 +89,9 @@ class Hub:
         self.packets_relayed_in = 0
         self.packets_relayed_stale = 0
         self._stale_looks: dict[int, float] = {}
+        # Runs the garbage collector between packets (a standalone node; see
+        # server.gc_pacer); None leaves collection to CPython or to the embedding console.
+        self.gc_pacer: GarbagePacer | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -302,6 +306,8 @@ class Hub:
             own = peer.slot_for(channel_id) if peer is not None else None
             # The lease token is new per grant: each transmission is a new run downstream.
             fanout.forward(lease.token, data, exclude=own.output if own is not None else None)
+        if self.gc_pacer is not None:
+            self.gc_pacer.after_packet()
 
     def ingest_relayed(self, channel_id: int, tag: bytes, data: bytes) -> None:
         """A packet another node relayed (genuine: the relay checked it): to our
@@ -320,6 +326,8 @@ class Hub:
         fanout = self.fanouts.get(channel_id)
         if fanout is not None:
             fanout.forward(lease.token, data)
+        if self.gc_pacer is not None:
+            self.gc_pacer.after_packet()
 
     def fanout(self, channel_id: int) -> ChannelFanout:
         fanout = self.fanouts.get(channel_id)
@@ -485,6 +493,10 @@ class Hub:
             **({} if self.media_port is None else {
                 "media_ports": self.media_port.bound_ports,
                 "media_datagrams_unrouted": self.media_port.unrouted,
+            }),
+            **({} if self.gc_pacer is None else {
+                "gc_collections": list(self.gc_pacer.collections),
+                "gc_longest_pause_ms": [round(ms, 2) for ms in self.gc_pacer.longest_pause_ms],
             }),
             "uptime_s": round(time.time() - self.started_at, 1),
             **({} if self.cluster is None else {

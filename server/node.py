@@ -22,6 +22,7 @@ from .app_keys import HUB
 from .config import ConfigError, ServerConfig
 from .directory import Directory
 from .directory_redis import open_directory
+from .gc_pacer import GarbagePacer
 from .media import aiortc_hooks
 from .state.base import LiveStore, LiveStoreError
 from .state.memory import MemoryLiveStore
@@ -40,6 +41,8 @@ class EmbeddedServer:
     that cannot work or a listen address beyond loopback without TLS (see server.tls).
     `reuse_port` shares the listen port with the other workers of `vpserver --workers`
     (SO_REUSEPORT: the kernel spreads new connections over them; see server.workers).
+    `pace_gc` runs Python's garbage collector between packets (server.gc_pacer): for a
+    standalone node, which owns its process; an embedding program keeps its own policy.
     """
 
     def __init__(
@@ -49,9 +52,12 @@ class EmbeddedServer:
         store: LiveStore | None = None,
         directory: Directory | None = None,
         reuse_port: bool = False,
+        pace_gc: bool = False,
     ) -> None:
         self.config = config
         self.reuse_port = reuse_port
+        self.pace_gc = pace_gc
+        self._gc_pacer: GarbagePacer | None = None
         self._own_store = store is None
         self._own_directory = directory is None
         self.store = store
@@ -111,6 +117,10 @@ class EmbeddedServer:
         cluster = self.app[HUB].cluster
         if cluster is not None:
             await cluster.announce(config.public_url or self.url)
+        if self.pace_gc:
+            # Last: what start-up made is frozen, never walked by a collection again.
+            self._gc_pacer = self.app[HUB].gc_pacer = GarbagePacer()
+            self._gc_pacer.start()
         if self._tls is not None:
             kind = "self-signed certificate" if self._tls.self_signed else "certificate"
             logger.info("serving on %s (data %s; %s %s, SHA-256 %s)", self.url, config.data_dir,
@@ -120,6 +130,11 @@ class EmbeddedServer:
         return self
 
     async def stop(self) -> None:
+        if self._gc_pacer is not None:
+            self._gc_pacer.stop()
+            self._gc_pacer = None
+            if self.app is not None:
+                self.app[HUB].gc_pacer = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -160,7 +175,7 @@ async def serve_until_signalled(config: ServerConfig, *, reuse_port: bool = Fals
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = EmbeddedServer(config, reuse_port=reuse_port)
+    server = EmbeddedServer(config, reuse_port=reuse_port, pace_gc=True)
     await server.start()
     try:
         await stop.wait()
