@@ -14,8 +14,6 @@ writes to the shared socket. The shared socket hands each datagram to its connec
   then that connection's (a client that moves is followed by its next check);
 - anything else by the sender's address. A datagram from an address no connection has
   checked from or sent a check to is dropped, and counted.
-A consent check on a connection's nominated pair is answered here, without aioice
-(server/media/stun_checks.py); every other request goes on to aioice.
 Clients see nothing new: host candidates as before, all with the same port.
 
 This reaches into aioice (pinned with aiortc); the attach() checks fail loudly as
@@ -31,10 +29,10 @@ import socket
 import string
 
 import aioice.ice
+import aioice.stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
 from .aiortc_hooks import HookError
-from .stun_checks import ICE_CONTROLLED, ICE_CONTROLLING, USE_CANDIDATE, BindingRequest, binding_success, parse_binding_request
 from .udp_batch import OUTBOX, DatagramBatch, Outbox
 
 logger = logging.getLogger(__name__)
@@ -100,7 +98,6 @@ class _SharedSocket(asyncio.DatagramProtocol):
         self.by_ufrag: dict[str, _ConnectionProtocol] = {}
         self._addresses_of: dict[_ConnectionProtocol, set[tuple]] = {}
         self.unrouted = 0
-        self.consent_answered = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -143,10 +140,7 @@ class _SharedSocket(asyncio.DatagramProtocol):
             return
         first = data[0]
         if first == 0 and len(data) >= 20 and data[1] == 1:  # a STUN binding request (0x0001)
-            request = parse_binding_request(data)
-            protocol = self._route_request(request, addr) if request is not None else None
-            if protocol is not None and self._answer_consent(protocol, request, addr):
-                return
+            protocol = self._route_request(data, addr)
         else:
             protocol = self.by_address.get((addr[0], addr[1]))
         if protocol is None:
@@ -158,39 +152,22 @@ class _SharedSocket(asyncio.DatagramProtocol):
         else:
             protocol.datagram_received(data, addr)
 
-    def _route_request(self, request: BindingRequest, addr) -> _ConnectionProtocol | None:
-        protocol = self.by_ufrag.get(request.username.partition(":")[0])
+    def _route_request(self, data: bytes, addr) -> _ConnectionProtocol | None:
+        try:
+            message = aioice.stun.parse_message(data)
+        except ValueError:
+            return None
+        username = message.attributes.get("USERNAME")
+        if not isinstance(username, str):
+            return None
+        protocol = self.by_ufrag.get(username.partition(":")[0])
         if protocol is None:
             return None
-        if not request.check(protocol.receiver.local_password.encode("utf8")):
+        key = protocol.receiver.local_password.encode("utf8")
+        if not message.check_message_integrity(key):
             return None  # a forged check must not move anyone's address
         self.claim(addr, protocol, steal=True)
         return protocol
-
-    def _answer_consent(self, protocol: _ConnectionProtocol, request: BindingRequest, addr) -> bool:
-        """Answer a consent check on the connection's nominated pair here (True), as aioice
-        would: a success, nothing else to do. Anything that could change ICE's state (a
-        role conflict, a nomination, a new pair, checks before connect()) goes to aioice."""
-        connection = protocol.receiver
-        pair = connection._nominated.get(protocol.component)
-        if (
-            pair is None
-            or pair.protocol is not protocol
-            or pair.remote_addr != (addr[0], addr[1])
-            or connection._closing
-            or not connection._early_checks_done
-        ):
-            return False
-        attributes = request.attributes
-        conflicting = ICE_CONTROLLING if connection.ice_controlling else ICE_CONTROLLED
-        if conflicting in attributes:
-            return False
-        if USE_CANDIDATE in attributes and not pair.remote_nominated:
-            return False
-        key = connection.local_password.encode("utf8")
-        self.transport.sendto(binding_success(request.transaction_id, addr, key), addr)
-        self.consent_answered += 1
-        return True
 
     def error_received(self, exc) -> None:
         logger.debug("media socket error: %s", exc)
@@ -216,11 +193,6 @@ class MediaPort:
     def unrouted(self) -> int:
         """Datagrams dropped because no connection owned their sender."""
         return sum(s.unrouted for s in self._sockets.values())
-
-    @property
-    def consent_answered(self) -> int:
-        """Consent checks answered by the port itself (not by aioice)."""
-        return sum(s.consent_answered for s in self._sockets.values())
 
     async def _socket_for(self, address: str) -> _SharedSocket:
         shared = self._sockets.get(address)
@@ -265,8 +237,7 @@ class MediaPort:
         Call before it gathers (before the answer is created). A connection with a STUN or
         TURN server keeps aioice's own sockets (False): its other candidates need them.
         """
-        for name in ("_local_username", "_local_candidates_start", "_protocols", "get_component_candidates",
-                     "_nominated", "_closing", "_early_checks_done", "ice_controlling", "local_password"):
+        for name in ("_local_username", "_local_candidates_start", "_protocols", "get_component_candidates"):
             if not hasattr(connection, name):
                 raise HookError(f"aioice Connection.{name} is gone")
         if connection._local_candidates_start:
