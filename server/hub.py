@@ -21,6 +21,7 @@ from .directory import Directory, User
 from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
 from .logins import LoginStoreUnavailable
+from .media.fast_fanout import channel_fanout
 from .media.forwarder import ChannelFanout
 from .media.media_port import MediaPort
 from .media.peer import ServerPeer
@@ -334,7 +335,7 @@ class Hub:
         if fanout is None:
             # On the shared media port a packet's copies leave in one system call.
             outbox = OUTBOX if self.media_port is not None else None
-            fanout = self.fanouts[channel_id] = ChannelFanout(channel_id, outbox=outbox)
+            fanout = self.fanouts[channel_id] = channel_fanout(channel_id, outbox=outbox)
         return fanout
 
     def listen(self, session: ClientSession, channel_id: int) -> None:

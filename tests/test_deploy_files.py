@@ -326,6 +326,10 @@ def test_dockerfile_installs_the_pinned_aiortc():
     pins = dict(d.split("==") for d in dependencies if "==" in d)
     assert f"('{pins['aiortc']}', '{pins['aioice']}')" in dockerfile, \
         "the Dockerfile's version check must name pyproject.toml's pins"
+    # setup.py builds the C fan-out; without it the image would forward with Python.
+    copied = {name for source in re.findall(r"^COPY (.+?) \S+$", dockerfile, re.MULTILINE) for name in source.split()}
+    assert "setup.py" in copied
+    assert "assert c_fanout_built()" in dockerfile
 
 
 # -- Redis ------------------------------------------------------------------------------

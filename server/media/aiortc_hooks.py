@@ -29,6 +29,8 @@ from aiortc.codecs import opus as aiortc_opus
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State as DtlsState
 
+from .connection_epoch import ConnectionEpoch
+from .fast_fanout import EgressTarget
 from .udp_batch import DatagramBatch, Outbox, SocketAddress, address_of
 
 logger = logging.getLogger(__name__)
@@ -256,16 +258,20 @@ class RawRtpWriter:
 
     __slots__ = (
         "_dtls", "_nominated", "_pair", "_sendto", "_dest", "_session", "_context", "_size",
-        "_batch", "_outbox", "_name",
+        "_batch", "_outbox", "_name", "_epoch", "_srtp_address",
     )
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         ice = getattr(dtls.transport, "_connection", None)
-        if ice is None or not hasattr(ice, "_nominated"):
+        if ice is None or not isinstance(getattr(ice, "_nominated", None), dict):
             raise HookError("RTCIceTransport._connection._nominated is gone")
         if not hasattr(dtls, "_state"):
             raise HookError("RTCDtlsTransport._state is gone")
         self._dtls = dtls
+        # Moves on every change of DTLS state or nominated pair: the C fan-out sends for
+        # this writer only while it stands where fast_egress() read it. It replaces
+        # aioice's dict of nominated pairs with a watched one, so it comes first.
+        self._epoch = ConnectionEpoch(dtls, ice) if hasattr(dtls, "on") else None
         self._nominated = ice._nominated
         # The nominated pair's send function and address, looked up again only when the
         # pair changes (ICE may nominate another one).
@@ -279,6 +285,7 @@ class RawRtpWriter:
         # The SRTP session DTLS keyed, and libsrtp's context inside it.
         self._session = None
         self._context = None
+        self._srtp_address = 0
         self._size = _srtp_ffi.new("int *")
 
     @property
@@ -324,6 +331,7 @@ class RawRtpWriter:
         session = dtls._tx_srtp
         if session is not self._session:
             self._session, self._context = session, session._srtp[0]
+            self._srtp_address = int(_srtp_ffi.cast("uintptr_t", self._context))
         size = self._size
         size[0] = length
         if _srtp_protect(self._context, packet.data, size):
@@ -340,6 +348,27 @@ class RawRtpWriter:
             logger.debug("rtp send failed: %s", exc)
             return False
         return True
+
+    def fast_egress(self) -> EgressTarget | None:
+        """What the C fan-out needs to send this writer's copies itself, right after a
+        send_buffer() that queued one in the shared socket's batch; None where it cannot
+        (no shared socket, not connected, no epoch to watch)."""
+        batch, epoch = self._batch, self._epoch
+        if batch is None or epoch is None or not self._outbox.is_open or batch.fd < 0:
+            return None
+        dtls = self._dtls
+        if dtls._state is not DtlsState.CONNECTED or self._nominated.get(1) is not self._pair:
+            return None
+        if dtls._tx_srtp is not self._session or self._session is None:
+            return None
+        return EgressTarget(
+            epoch_address=epoch.address,
+            epoch=epoch.value,
+            srtp_address=self._srtp_address,
+            fd_address=batch.fd_address,
+            sockaddr=self._name.packed,
+            keep=(epoch, self._session, batch, self._name),
+        )
 
     def write(self, packet: bytes) -> bool:
         """Send one ready-made RTP packet; False when the transport cannot carry it (yet)."""

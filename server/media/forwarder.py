@@ -56,6 +56,21 @@ def rtp_payload_bounds(data: bytes) -> tuple[int, int]:
     return start, end
 
 
+def talker_header(data: bytes) -> tuple[int, int, int, int, int, int] | None:
+    """(seq, timestamp, ssrc, marker bit, payload start, payload end) of a talker packet
+    worth forwarding; None for one that is not RTP or carries no audio (padding only)."""
+    try:
+        start, end = rtp_payload_bounds(data)
+    except MalformedRtp:
+        return None
+    if start == end:
+        return None
+    return (
+        (data[2] << 8) | data[3], int.from_bytes(data[4:8], "big"), int.from_bytes(data[8:12], "big"),
+        data[1] & 0x80, start, end,
+    )
+
+
 def one_byte_extension_block(ext_id: int, value: bytes) -> bytes:
     """An RFC 8285 one-byte header-extension block holding one element, padded to 32 bits."""
     if not 1 <= ext_id <= 14 or not 1 <= len(value) <= 16:
@@ -247,22 +262,28 @@ class ChannelFanout:
         """Send one talker packet to every output but `exclude` (the talker's own slot:
         nobody wants their own voice back). `source` identifies the talker's stream (any
         object, compared by identity); a change of it rebases each output."""
-        try:
-            start, end = rtp_payload_bounds(data)
-        except MalformedRtp:
+        header = talker_header(data)
+        if header is None:
             return
-        if start == end:
-            return  # an empty (padding-only) packet carries no audio
-        marker = data[1] & 0x80
-        seq = (data[2] << 8) | data[3]
-        ts = int.from_bytes(data[4:8], "big")
-        ssrc = int.from_bytes(data[8:12], "big")
+        seq, ts, ssrc, marker, start, end = header
         if source is not self._talker or ssrc != self._talker_ssrc:
             # A second SSRC from one talker has its own sequence and timestamp line.
-            self._talker, self._talker_ssrc, self._run = source, ssrc, object()
-        run = self._run
-        payload = data[start:end]
+            self._talker, self._talker_ssrc, self._run = source, ssrc, self._new_run()
         self.packets_in += 1
+        sent = self._send_copies(self._run, seq, ts, marker, data, start, end, exclude)
+        self.packets_out += sent
+        self.bytes_out += sent * (end - start)
+
+    @staticmethod
+    def _new_run() -> object:
+        return object()
+
+    def _send_copies(
+        self, run: object, seq: int, ts: int, marker: int, data: bytes, start: int, end: int,
+        exclude: ListenerOutput | None,
+    ) -> int:
+        """Send the copies; how many outputs the packet was for."""
+        payload = data[start:end]
         now = self._clock()
         sent = 0
         outbox = self._outbox
@@ -276,5 +297,4 @@ class ChannelFanout:
         finally:
             if outbox is not None:
                 outbox.flush()
-        self.packets_out += sent
-        self.bytes_out += sent * len(payload)
+        return sent

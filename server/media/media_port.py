@@ -111,6 +111,8 @@ class _SharedSocket(asyncio.DatagramProtocol):
         self.batch = self._outbox.batch_for(raw)
 
     def connection_lost(self, exc) -> None:
+        if self.batch is not None:
+            self.batch.close()
         for protocol in list(self._addresses_of):
             protocol.transport.close()
 

@@ -19,6 +19,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from . import aiortc_hooks as hooks
+from .fast_fanout import listener_output
 from .forwarder import ListenerOutput, one_byte_extension_block
 from .media_port import MediaPort
 from .rtcp import ReportingConnection, RtcpScheduler, shared_scheduler
@@ -164,7 +165,7 @@ class ServerPeer:
     def _make_output(self, transceiver: RTCRtpTransceiver) -> ListenerOutput:
         mid_ext = hooks.negotiated_extension_id(transceiver, hooks.OPUS_MID_URI)
         extension = one_byte_extension_block(mid_ext, transceiver.mid.encode()) if mid_ext else b""
-        return ListenerOutput(
+        return listener_output(
             ssrc=transceiver.sender._ssrc,
             payload_type=hooks.negotiated_opus_payload_type(transceiver),
             egress=self._writer,

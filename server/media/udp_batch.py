@@ -64,7 +64,7 @@ class SocketAddress:
     """A destination as a C sockaddr, made once per (socket family, address) and kept by
     the sender for as long as it sends there."""
 
-    __slots__ = ("address", "length", "_storage")
+    __slots__ = ("address", "length", "packed", "_storage")
 
     def __init__(self, family: int, addr: tuple) -> None:
         if family == socket.AF_INET:
@@ -77,6 +77,7 @@ class SocketAddress:
             packed += socket.inet_pton(socket.AF_INET6, addr[0]) + struct.pack("=I", scope)
         else:
             raise ValueError(f"unsupported address family {family}")
+        self.packed = packed
         self._storage = _ffi.new("char[]", packed)
         self.address = address_of(self._storage)
         self.length = len(packed)
@@ -85,10 +86,17 @@ class SocketAddress:
 class DatagramBatch:
     """The datagrams queued for one socket while its Outbox is open."""
 
-    __slots__ = ("fd", "count", "outbox", "_msgs", "_iovs", "_msg_view", "_iov_view", "_names", "sent", "dropped")
+    __slots__ = (
+        "fd", "fd_cell", "fd_address", "count", "outbox", "_msgs", "_iovs", "_msg_view", "_iov_view", "_names",
+        "sent", "dropped",
+    )
 
     def __init__(self, sock: socket.socket, outbox: Outbox, capacity: int = 256) -> None:
         self.fd = sock.fileno()
+        # The descriptor as a C int too: the C fan-out (server/media/fanout.c) reads it
+        # per copy, so that close() stops it from writing to a number the system reuses.
+        self.fd_cell = _ffi.new("int *", self.fd)
+        self.fd_address = int(_ffi.cast("uintptr_t", self.fd_cell))
         self.outbox = outbox
         self.count = 0
         self.sent = 0
@@ -105,6 +113,10 @@ class DatagramBatch:
         for i in range(capacity):
             self._msgs[i].msg_hdr.msg_iov = self._iovs + i
             self._msgs[i].msg_hdr.msg_iovlen = 1
+
+    def close(self) -> None:
+        """The socket is closing: nothing more leaves through this batch."""
+        self.fd = self.fd_cell[0] = -1
 
     @property
     def capacity(self) -> int:

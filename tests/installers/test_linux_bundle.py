@@ -93,6 +93,7 @@ def test_the_bundle_carries_what_the_app_needs(bundle):
     assert list((inside / "av.libs").glob("libopus-*.so*")), "PyAV's libopus"
     assert list(inside.glob("pylibsrtp*/_binding*.so")) or list(inside.glob("pylibsrtp/*.so")), "libsrtp binding"
     assert (inside / "libportaudio.so.2").is_file()
+    assert list((inside / "server" / "media").glob("_fanout*.so")), "the embedded server's C fan-out"
     assert not (inside / "libasound.so.2").exists(), "libasound is the system's (vpdesk.spec)"
     for name in TONE_NAMES:
         shipped = ROOT / "server" / "tones" / f"{name}.wav"

@@ -1,7 +1,8 @@
-"""A plain (not editable) install serves and plays the shipped tones and page.
+"""A plain (not editable) install serves and plays the shipped tones and page, and
+forwards with the C fan-out.
 
 Builds the wheel from a copy of what deploy/compose/Dockerfile copies (pyproject.toml,
-README.md, server/, vpdesk/), installs it without dependencies into a folder, and asks
+setup.py, README.md, server/, vpdesk/), installs it without dependencies into a folder, and asks
 the installed packages, from outside the checkout, where their files are.
 """
 
@@ -24,9 +25,11 @@ pytestmark = [pytest.mark.installer, pytest.mark.timeout(600)]
 
 _PROBE = """
 import json, server, vpdesk.paths
+from server.media import fast_fanout
 from server.web_routes import default_tones_dir, default_web_dir
 print(json.dumps({
     "server": server.__file__,
+    "c_fanout": fast_fanout._fanout.__file__ if fast_fanout.c_fanout_built() else "",
     "tones": str(default_tones_dir()),
     "console_tones": str(vpdesk.paths.shipped_tones_dir()),
     "web": str(default_web_dir()),
@@ -37,10 +40,10 @@ print(json.dumps({
 def test_an_installed_wheel_carries_the_tones_and_the_page(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     for package in ("server", "vpdesk"):
-        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
@@ -60,6 +63,8 @@ def test_an_installed_wheel_carries_the_tones_and_the_page(tmp_path):
     )
     where = {key: Path(value) for key, value in json.loads(probe.stdout).items()}
     assert where["server"].is_relative_to(target)
+    # setup.py built the C fan-out into the wheel (this machine has gcc: scripts/setup.sh).
+    assert where["c_fanout"].is_relative_to(target / "server" / "media"), where["c_fanout"]
     assert where["tones"] == where["console_tones"] == target / "server" / "tones"
     for name in TONE_NAMES:
         shipped = ROOT / "server" / "tones" / f"{name}.wav"

@@ -1,12 +1,18 @@
-"""server/media/forwarder.py with capture functions as transports: no network, no aiortc."""
+"""server/media/forwarder.py with capture functions as transports: no network, no aiortc.
+
+Every test runs twice where the C fan-out is built: with forwarder.py's classes and with
+fast_fanout.py's, which must behave the same (the C classes' own tests, with real sockets
+and libsrtp, are in test_fast_fanout.py)."""
 
 from __future__ import annotations
 
 import struct
+import sys
 from types import SimpleNamespace
 
 import pytest
 
+from server.media import fast_fanout
 from server.media.forwarder import (
     CLOCK_RATE,
     FRAME_SAMPLES,
@@ -18,6 +24,37 @@ from server.media.forwarder import (
 )
 
 OPUS_PT = 111
+IMPLEMENTATIONS = ["python"] + (["c"] if fast_fanout.c_fanout_built() else [])
+
+
+@pytest.fixture(autouse=True, params=IMPLEMENTATIONS)
+def implementation(request, monkeypatch):
+    """The tests below name ListenerOutput and ChannelFanout: the C run swaps them."""
+    if request.param == "c":
+        module = sys.modules[__name__]
+        monkeypatch.setattr(module, "ListenerOutput", fast_fanout.FastListenerOutput)
+        monkeypatch.setattr(module, "ChannelFanout", fast_fanout.FastChannelFanout)
+    return request.param
+
+
+def set_line(out, *, seq: int | None = None, ts: int | None = None) -> None:
+    """Put an output's last sequence number or timestamp where a test wants it."""
+    state = getattr(out, "state", None)
+    if seq is not None:
+        if state is not None:
+            state.last_seq = seq
+        else:
+            out._last_seq = seq
+    if ts is not None:
+        if state is not None:
+            state.last_ts = ts
+        else:
+            out._last_ts = ts
+
+
+def last_seq(out) -> int:
+    state = getattr(out, "state", None)
+    return state.last_seq if state is not None else out._last_seq
 
 
 def rtp(
@@ -308,7 +345,7 @@ def test_sources_compare_by_identity():
 def test_sequence_wraps_at_16_bits():
     cap = Capture()
     out = output(cap)
-    out._last_seq = 0xFFFD  # the output's own counter near its wrap
+    set_line(out, seq=0xFFFD)  # the output's own counter near its wrap
     for i in range(6):
         send_packet(out, "A", rtp(30000 + i, i * FRAME_SAMPLES))
     seqs = [p["seq"] for p in cap.parsed]
@@ -328,7 +365,7 @@ def test_timestamp_wraps_at_32_bits_across_a_source_change():
     clock = Clock()
     cap = Capture()
     out = output(cap, clock)
-    out._last_ts = 0xFFFFFFFF - 1000
+    set_line(out, ts=0xFFFFFFFF - 1000)
     send_packet(out, "A", rtp(1, 0xFFFFFF00))
     clock.now += 0.02
     send_packet(out, "A", rtp(2, 0xFFFFFF00 + FRAME_SAMPLES))  # talker wraps its timestamp
@@ -476,7 +513,8 @@ def test_two_listeners_get_independent_streams():
     fanout = ChannelFanout(1)
     caps = [Capture(), Capture()]
     outs = [output(caps[0], ssrc=1), output(caps[1], ssrc=2)]
-    outs[0]._last_seq, outs[1]._last_seq = 100, 20000
+    set_line(outs[0], seq=100)
+    set_line(outs[1], seq=20000)
     for out in outs:
         fanout.add(out)
     fanout.forward("A", rtp(5, 0))
@@ -489,7 +527,7 @@ def test_initial_sequence_is_in_the_lower_half():
     # RFC 3550 random start, but low enough that an early wrap cannot confuse SRTP.
     for _ in range(200):
         out = output(Capture())
-        assert 0 <= out._last_seq < 0x8000
+        assert 0 <= last_seq(out) < 0x8000
 
 
 # --- a talker's stream that restarts or repeats itself ------------------------------------
