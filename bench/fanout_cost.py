@@ -10,7 +10,9 @@ socket). Three ways out:
   the server's `media_port = "off"`);
 - "sendmmsg": the server's default, one shared media socket whose batch takes every copy
   of a packet and sends them with one sendmmsg (server/media/udp_batch.py);
-- "no send": the writer's send swapped for a no-op: what is left is Python and libsrtp.
+- "no send": the writer's send swapped for a no-op: what is left is Python and libsrtp;
+- "C": the C fan-out (server/media/fast_fanout.py, fanout.c) on the shared socket: one
+  call per packet rewrites, protects and sendmmsg's every copy (where it is built).
 
 - warm: packets back to back, so the N listeners' state stays in the CPU caches;
 - cold: one packet every 5 ms with a 4 MiB buffer written in between, as 20 ms of other
@@ -43,10 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.media import aiortc_hooks as hooks  # noqa: E402
+from server.media import fast_fanout  # noqa: E402
 from server.media.forwarder import ChannelFanout, ListenerOutput, one_byte_extension_block  # noqa: E402
 from server.media.udp_batch import OUTBOX  # noqa: E402
 
-MODES = ("sendto", "sendmmsg", "no send")
+MODES = ("sendto", "sendmmsg", "no send") + (("C",) if fast_fanout.c_fanout_built() else ())
 PAYLOAD_BYTES = 70  # the PTT Opus frames of bench/forward.py average 70 bytes
 
 
@@ -97,12 +100,22 @@ class _SharedTransport:
         return self._transport.get_extra_info(name, default)
 
 
+class _Dtls(types.SimpleNamespace):
+    """The DTLS transport's state and statechange event (the C fan-out watches it)."""
+
+    def on(self, event, handler) -> None:
+        pass
+
+
 async def _fanout(ports: list[int], mode: str) -> ChannelFanout:
     loop = asyncio.get_running_loop()
     send = mode != "no send"
-    fanout = ChannelFanout(1, outbox=OUTBOX if mode == "sendmmsg" else None)
+    batched = mode in ("sendmmsg", "C")
+    fanout_class = fast_fanout.FastChannelFanout if mode == "C" else ChannelFanout
+    output_class = fast_fanout.FastListenerOutput if mode == "C" else ListenerOutput
+    fanout = fanout_class(1, outbox=OUTBOX if batched else None)
     shared = None
-    if mode == "sendmmsg":
+    if batched:
         transport, _ = await loop.create_datagram_endpoint(_Datagram, local_addr=("127.0.0.1", 0))
         shared = types.SimpleNamespace(transport=_SharedTransport(transport))
     for i, port in enumerate(ports):
@@ -112,14 +125,14 @@ async def _fanout(ports: list[int], mode: str) -> ChannelFanout:
             protocol = shared
         pair = types.SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", port))
         ice = types.SimpleNamespace(_nominated={1: pair})
-        dtls = types.SimpleNamespace(
+        dtls = _Dtls(
             _state=DtlsState.CONNECTED, transport=types.SimpleNamespace(_connection=ice), _tx_srtp=_srtp_session()
         )
         writer = hooks.RawRtpWriter(dtls)
         if not send:
             writer._use_pair(pair)
             writer._sendto = lambda data, addr: None
-        fanout.add(ListenerOutput(
+        fanout.add(output_class(
             ssrc=0x1000 + i, payload_type=111, egress=writer,
             extension=one_byte_extension_block(4, str(i % 10).encode()),
         ))
@@ -174,11 +187,13 @@ def main() -> int:
     by = {(r["caches"], r["mode"]): r["us_per_copy"] for r in rows}
     print(f"fan-out CPU per copy, N = {args.listeners}, lowest of {args.repeats} x {args.packets} packets\n")
     print("| caches | whole copy, sendto per copy (µs) | whole copy, one sendmmsg (µs) "
-          "| Python + SRTP, no send (µs) | sending: sendto / sendmmsg (difference, µs) |")
-    print("|---|---:|---:|---:|---:|")
+          "| Python + SRTP, no send (µs) | sending: sendto / sendmmsg (difference, µs) | whole copy, C fan-out (µs) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for caches in ("warm", "cold"):
-        each, batched, alone = (by[(caches, mode)] for mode in MODES)
-        print(f"| {caches} | {each:.2f} | {batched:.2f} | {alone:.2f} | {each - alone:.2f} / {batched - alone:.2f} |")
+        each, batched, alone = (by[(caches, mode)] for mode in MODES[:3])
+        in_c = by.get((caches, "C"))
+        print(f"| {caches} | {each:.2f} | {batched:.2f} | {alone:.2f} | {each - alone:.2f} / {batched - alone:.2f} "
+              f"| {'–' if in_c is None else f'{in_c:.2f}'} |")
     return 0
 
 

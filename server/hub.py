@@ -21,7 +21,7 @@ from .directory import Directory, User
 from .floor import FloorController
 from .floor_events import FloorEvent, FloorIdle, FloorRevoked, FloorTaken, RevokeReason
 from .logins import LoginStoreUnavailable
-from .media.fast_fanout import channel_fanout
+from .media.fast_fanout import c_fanout_enabled, channel_fanout
 from .media.forwarder import ChannelFanout
 from .media.media_port import MediaPort
 from .media.peer import ServerPeer
@@ -491,6 +491,7 @@ class Hub:
             "packets_forwarded": sum(f.packets_out for f in self.fanouts.values()),
             "bytes_forwarded": sum(f.bytes_out for f in self.fanouts.values()),
             "packets_dropped_no_floor": self.packets_dropped_no_floor,
+            "fanout": "c" if c_fanout_enabled() else "python",
             **({} if self.media_port is None else {
                 "media_ports": self.media_port.bound_ports,
                 "media_datagrams_unrouted": self.media_port.unrouted,
