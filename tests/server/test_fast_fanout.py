@@ -26,6 +26,7 @@ from server.media import aiortc_hooks as hooks
 from server.media import fast_fanout
 from server.media.forwarder import FRAME_SAMPLES, ChannelFanout, ListenerOutput, one_byte_extension_block
 from server.media.udp_batch import Outbox
+from tests.server.test_forwarder import Capture, Clock
 
 needs_c = pytest.mark.skipif(not fast_fanout.c_fanout_built(), reason="the C fan-out is not built here")
 KEY = bytes(range(28))  # AEAD_AES_128_GCM: 16 bytes of key, 12 of salt
@@ -47,31 +48,6 @@ def test_the_switch_picks_the_python_path(monkeypatch):
 
 
 # --- the same output as forwarder.py, packet for packet -----------------------------------
-
-
-class Capture:
-    """An egress that keeps what it is given; refuses while `accept` is False."""
-
-    def __init__(self) -> None:
-        self.packets: list[bytes] = []
-        self.accept = True
-
-    @staticmethod
-    def new_buffer() -> SimpleNamespace:
-        return SimpleNamespace(view=memoryview(bytearray(1500)))
-
-    def send_buffer(self, packet, length: int) -> bool:
-        if not self.accept:
-            return False
-        self.packets.append(bytes(packet.view[:length]))
-        return True
-
-
-class Clock:
-    now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def rtp(seq: int, ts: int, payload: bytes, ssrc: int = 0x5150, marker: bool = False) -> bytes:
