@@ -206,6 +206,17 @@ def outbox():
     return Outbox()
 
 
+@pytest.fixture
+def one_listener(outbox):
+    """A fan-out with one listener output on a shared socket, and that listener's socket."""
+    shared, receiver = SharedSocket(outbox), Receiver()
+    fanout = fast_fanout.FastChannelFanout(1, outbox=outbox)
+    out, dtls = listener(shared, receiver, 0x200)
+    fanout.add(out)
+    yield SimpleNamespace(shared=shared, receiver=receiver, fanout=fanout, out=out, dtls=dtls)
+    shared.close()  # again after a test's own close: harmless
+
+
 @needs_c
 def test_after_one_python_copy_the_c_loop_sends_and_the_listener_decrypts(outbox):
     shared, receiver = SharedSocket(outbox), Receiver()
@@ -235,11 +246,10 @@ def test_after_one_python_copy_the_c_loop_sends_and_the_listener_decrypts(outbox
 
 
 @needs_c
-def test_a_connection_change_sends_the_next_copy_the_python_way(outbox):
-    shared, receiver = SharedSocket(outbox), Receiver()
-    fanout = fast_fanout.FastChannelFanout(1, outbox=outbox)
-    out, dtls = listener(shared, receiver, 0x200)
-    fanout.add(out)
+def test_a_connection_change_sends_the_next_copy_the_python_way(one_listener):
+    shared, receiver, fanout, out, dtls = (
+        one_listener.shared, one_listener.receiver, one_listener.fanout, one_listener.out, one_listener.dtls
+    )
     talker = object()
     fanout.forward(talker, rtp(1, 0, b"one"))
     fanout.forward(talker, rtp(2, 960, b"two"))
@@ -260,15 +270,11 @@ def test_a_connection_change_sends_the_next_copy_the_python_way(outbox):
     assert out.armed
     assert [p["payload"] for p in receiver2.receive(2)] == [b"four", b"five"]
     assert receiver.nothing_more()
-    shared.close()
 
 
 @needs_c
-def test_a_closed_socket_is_never_written_by_the_c_loop(outbox):
-    shared, receiver = SharedSocket(outbox), Receiver()
-    fanout = fast_fanout.FastChannelFanout(1, outbox=outbox)
-    out, _ = listener(shared, receiver, 0x300)
-    fanout.add(out)
+def test_a_closed_socket_is_never_written_by_the_c_loop(one_listener):
+    shared, receiver, fanout, out = one_listener.shared, one_listener.receiver, one_listener.fanout, one_listener.out
     fanout.forward("t", rtp(1, 0, b"one"))
     assert out.armed
     shared.close()
