@@ -495,6 +495,7 @@ class Hub:
             **({} if self.media_port is None else {
                 "media_ports": self.media_port.bound_ports,
                 "media_datagrams_unrouted": self.media_port.unrouted,
+                "ice_consent": self.media_port.consent_stats(),
             }),
             **({} if self.gc_pacer is None else {
                 "gc_collections": list(self.gc_pacer.collections),

@@ -12,8 +12,14 @@ writes to the shared socket. The shared socket hands each datagram to its connec
 - a STUN binding request by its USERNAME (our ufrag, before the colon), once its
   MESSAGE-INTEGRITY checks out with that connection's password: the sender's address is
   then that connection's (a client that moves is followed by its next check);
+- a binding success that answers one of the server's consent checks to the consent
+  checker (server/media/consent.py), by its transaction;
 - anything else by the sender's address. A datagram from an address no connection has
   checked from or sent a check to is dropped, and counted.
+A consent check on a connection's nominated pair is answered here, without aioice
+(server/media/stun_checks.py), and the server's own consent checks come from one timer
+wheel for all connections instead of a coroutine each; every other request, and ICE's
+connectivity checks until a pair is nominated, still go to aioice.
 Clients see nothing new: host candidates as before, all with the same port.
 
 This reaches into aioice (pinned with aiortc); the attach() checks fail loudly as
@@ -23,16 +29,18 @@ HookError when an upgrade moves what it uses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
 import string
 
 import aioice.ice
-import aioice.stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
 from .aiortc_hooks import HookError
+from .consent import ConsentChecker
+from .stun_checks import ICE_CONTROLLED, ICE_CONTROLLING, USE_CANDIDATE, BindingMessage, binding_success, parse_binding_request
 from .udp_batch import OUTBOX, DatagramBatch, Outbox
 
 logger = logging.getLogger(__name__)
@@ -90,14 +98,16 @@ class _ConnectionProtocol(aioice.ice.StunProtocol):
 class _SharedSocket(asyncio.DatagramProtocol):
     """The socket of one address, and which connection each remote address belongs to."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, consent: ConsentChecker) -> None:
         self._outbox = outbox
+        self._consent = consent
         self.transport: asyncio.DatagramTransport | None = None
         self.batch: DatagramBatch | None = None
         self.by_address: dict[tuple, _ConnectionProtocol] = {}
         self.by_ufrag: dict[str, _ConnectionProtocol] = {}
         self._addresses_of: dict[_ConnectionProtocol, set[tuple]] = {}
         self.unrouted = 0
+        self.consent_answered = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -142,7 +152,12 @@ class _SharedSocket(asyncio.DatagramProtocol):
             return
         first = data[0]
         if first == 0 and len(data) >= 20 and data[1] == 1:  # a STUN binding request (0x0001)
-            protocol = self._route_request(data, addr)
+            request = parse_binding_request(data)
+            protocol = self._route_request(request, addr) if request is not None else None
+            if protocol is not None and self._answer_consent(protocol, request, addr):
+                return
+        elif first == 1 and len(data) >= 20 and data[1] == 1 and self._consent.response_received(data, addr):
+            return  # a binding success (0x0101) answering one of our consent checks
         else:
             protocol = self.by_address.get((addr[0], addr[1]))
         if protocol is None:
@@ -154,22 +169,39 @@ class _SharedSocket(asyncio.DatagramProtocol):
         else:
             protocol.datagram_received(data, addr)
 
-    def _route_request(self, data: bytes, addr) -> _ConnectionProtocol | None:
-        try:
-            message = aioice.stun.parse_message(data)
-        except ValueError:
-            return None
-        username = message.attributes.get("USERNAME")
-        if not isinstance(username, str):
-            return None
-        protocol = self.by_ufrag.get(username.partition(":")[0])
+    def _route_request(self, request: BindingMessage, addr) -> _ConnectionProtocol | None:
+        protocol = self.by_ufrag.get(request.username.partition(":")[0])
         if protocol is None:
             return None
-        key = protocol.receiver.local_password.encode("utf8")
-        if not message.check_message_integrity(key):
+        if not request.check(protocol.receiver.local_password.encode("utf8")):
             return None  # a forged check must not move anyone's address
         self.claim(addr, protocol, steal=True)
         return protocol
+
+    def _answer_consent(self, protocol: _ConnectionProtocol, request: BindingMessage, addr) -> bool:
+        """Answer a consent check on the connection's nominated pair here (True), as aioice
+        would: a success, nothing else to do. Anything that could change ICE's state (a
+        role conflict, a nomination, a new pair, checks before connect()) goes to aioice."""
+        connection = protocol.receiver
+        pair = connection._nominated.get(protocol.component)
+        if (
+            pair is None
+            or pair.protocol is not protocol
+            or pair.remote_addr != (addr[0], addr[1])
+            or connection._closing
+            or not connection._early_checks_done
+        ):
+            return False
+        attributes = request.attributes
+        conflicting = ICE_CONTROLLING if connection.ice_controlling else ICE_CONTROLLED
+        if conflicting in attributes:
+            return False
+        if USE_CANDIDATE in attributes and not pair.remote_nominated:
+            return False
+        key = connection.local_password.encode("utf8")
+        self.transport.sendto(binding_success(request.transaction_id, addr, key), addr)
+        self.consent_answered += 1
+        return True
 
     def error_received(self, exc) -> None:
         logger.debug("media socket error: %s", exc)
@@ -185,6 +217,7 @@ class MediaPort:
         self._sockets: dict[str, _SharedSocket] = {}
         self._opening: dict[str, asyncio.Future] = {}
         self._ufrags: set[str] = set()
+        self.consent = ConsentChecker()
 
     @property
     def bound_ports(self) -> dict[str, int]:
@@ -195,6 +228,10 @@ class MediaPort:
     def unrouted(self) -> int:
         """Datagrams dropped because no connection owned their sender."""
         return sum(s.unrouted for s in self._sockets.values())
+
+    def consent_stats(self) -> dict[str, int]:
+        """ICE consent on the port: checks answered here, and the server's own checks."""
+        return {"answered": sum(s.consent_answered for s in self._sockets.values()), **self.consent.stats()}
 
     async def _socket_for(self, address: str) -> _SharedSocket:
         shared = self._sockets.get(address)
@@ -221,14 +258,14 @@ class MediaPort:
         chosen = self.port or next(iter(self.bound_ports.values()), 0)
         try:
             _, shared = await loop.create_datagram_endpoint(
-                lambda: _SharedSocket(self._outbox), local_addr=(address, chosen)
+                lambda: _SharedSocket(self._outbox, self.consent), local_addr=(address, chosen)
             )
         except OSError:
             if self.port or not chosen:
                 raise
             # That number is taken on this address: any port will do.
             _, shared = await loop.create_datagram_endpoint(
-                lambda: _SharedSocket(self._outbox), local_addr=(address, 0)
+                lambda: _SharedSocket(self._outbox, self.consent), local_addr=(address, 0)
             )
         logger.info("media port: %s:%d", address, shared.transport.get_extra_info("sockname")[1])
         return shared
@@ -239,7 +276,9 @@ class MediaPort:
         Call before it gathers (before the answer is created). A connection with a STUN or
         TURN server keeps aioice's own sockets (False): its other candidates need them.
         """
-        for name in ("_local_username", "_local_candidates_start", "_protocols", "get_component_candidates"):
+        for name in ("_local_username", "_local_candidates_start", "_protocols", "get_component_candidates",
+                     "_nominated", "_closing", "_early_checks_done", "ice_controlling", "local_password",
+                     "remote_password", "remote_username", "_tie_breaker", "query_consent", "_query_consent_task"):
             if not hasattr(connection, name):
                 raise HookError(f"aioice Connection.{name} is gone")
         if connection._local_candidates_start:
@@ -274,6 +313,8 @@ class MediaPort:
             return candidates
 
         connection.get_component_candidates = get_component_candidates
+        # aioice starts this as a task once ICE completes, and cancels it on close().
+        connection.query_consent = functools.partial(self.consent.watch, connection)
         original_close = connection.close
 
         async def close() -> None:

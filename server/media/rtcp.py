@@ -29,7 +29,6 @@ continues its timestamps across pauses.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import struct
 import time
@@ -37,7 +36,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-logger = logging.getLogger(__name__)
+from .timer_wheel import TimerWheel
 
 CLOCK_RATE = 48_000
 INTERVAL_S = 1.0
@@ -172,13 +171,9 @@ class ReportingConnection:
 # --- the scheduler ---------------------------------------------------------------------
 
 
-class RtcpScheduler:
-    """Visits every registered connection every 0.5-1.5 x `interval` seconds, from one task.
-
-    A timer wheel of `tick`-second slots: each connection sits in one slot and moves to a
-    random later one after its visit, so the visits spread over time and the loop wakes
-    once per tick for all of them. The task runs only while connections are registered.
-    """
+class RtcpScheduler(TimerWheel[ReportingConnection]):
+    """Visits every registered connection every 0.5-1.5 x `interval` seconds, from one task
+    (server/media/timer_wheel.py)."""
 
     def __init__(
         self,
@@ -190,90 +185,12 @@ class RtcpScheduler:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self.interval = interval
+        super().__init__(interval=interval, spread=(0.5, 1.5), tick=tick, clock=clock, rng=rng, name="rtcp reports")
         self.idle_interval = idle_interval
-        self.tick = tick
-        self._clock = clock
         self._wall = wall_clock
-        self._rng = rng or random.Random()
-        self._spread = (max(1, round(0.5 * interval / tick)), max(1, round(1.5 * interval / tick)))
-        self._wheel: dict[int, list[ReportingConnection]] = {}
-        self._registered: set[ReportingConnection] = set()
-        self._origin = clock()
-        self._task: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._registered)
-
-    def add(self, connection: ReportingConnection) -> None:
-        """Start reporting for `connection` (idempotent). Call on the scheduler's loop."""
-        if connection in self._registered:
-            return
-        self._registered.add(connection)
-        # A random first slot within one interval: connections that came up together
-        # must not report together.
-        self._place(connection, self._current_tick() + self._rng.randint(1, self._spread[1]))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="rtcp reports")
-
-    def remove(self, connection: ReportingConnection) -> None:
-        """Stop reporting for `connection` (idempotent); its slot entry is dropped lazily."""
-        self._registered.discard(connection)
-        connection._due_tick = None
-        if not self._registered and self._task is not None:
-            # Nothing left to report on: end the task now rather than at its next slot
-            # (up to 1.5 s away), so a stopping server or console leaves nothing behind.
-            self._task.cancel()
-            self._task = None
-            self._wheel.clear()
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-
-    def _current_tick(self) -> int:
-        # The small bias keeps a wake-up a hair early (the loop's clock resolution) from
-        # finding its slot not yet due.
-        return int((self._clock() - self._origin) / self.tick + 1e-3)
-
-    def _place(self, connection: ReportingConnection, tick: int) -> None:
-        connection._due_tick = tick
-        self._wheel.setdefault(tick, []).append(connection)
-
-    def run_due(self) -> int:
-        """Visit every connection whose slot is due; the number of packets sent."""
-        now_tick = self._current_tick()
-        due = [t for t in self._wheel if t <= now_tick]
-        if not due:
-            return 0
-        now, wall = self._clock(), self._wall()
-        low, high = self._spread
-        rng = self._rng
-        sent = 0
-        for tick in sorted(due):
-            for connection in self._wheel.pop(tick):
-                if connection._due_tick != tick:
-                    continue  # removed, or placed again since
-                try:
-                    sent += connection.report(now, wall, self.idle_interval, rng)
-                except Exception:  # one broken connection must not stop everyone's reports
-                    logger.exception("rtcp report for %s failed", connection.label)
-                self._place(connection, now_tick + rng.randint(low, high))
-        return sent
-
-    async def _run(self) -> None:
-        while self._registered:
-            self.run_due()
-            if not self._wheel:
-                break
-            # A connection added meanwhile waits at most until this wake-up: < 1.5 s.
-            await asyncio.sleep(max(0.0, self._origin + min(self._wheel) * self.tick - self._clock()))
-        self._wheel.clear()
+    def visit(self, connection: ReportingConnection, now: float) -> int:
+        return connection.report(now, self._wall(), self.idle_interval, self._rng)
 
 
 _schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RtcpScheduler] = weakref.WeakKeyDictionary()
