@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.media.stun_checks import (
-    ICE_CONTROLLING, USE_CANDIDATE, USERNAME, binding_request, binding_success, parse_binding_request,
+    ICE_CONTROLLING, USE_CANDIDATE, USERNAME, XOR_MAPPED_ADDRESS, binding_request, binding_success, parse_binding_request,
     parse_binding_success, request_attributes,
 )
 
@@ -32,17 +32,29 @@ def aioice_request(*, username="srvufrag1234:cli1", key=KEY, fingerprint=True, n
     return request
 
 
-def test_a_request_reads_as_aioice_reads_it():
-    request = aioice_request()
-    parsed = parse_binding_request(bytes(request))
+def aioice_success(*, key=KEY, transaction_id=None) -> stun.Message:
+    response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE,
+                            transaction_id=transaction_id or os.urandom(12))
+    response.attributes["XOR-MAPPED-ADDRESS"] = ("10.203.0.2", 40000)
+    response.add_message_integrity(key)
+    return response
+
+
+@pytest.mark.parametrize("make, parse, attributes", [
+    (aioice_request, parse_binding_request, {USERNAME, ICE_CONTROLLING, USE_CANDIDATE}),
+    (aioice_success, parse_binding_success, {XOR_MAPPED_ADDRESS}),
+])
+def test_a_message_reads_as_aioice_reads_it(make, parse, attributes):
+    message = make()
+    parsed = parse(bytes(message))
     assert parsed is not None
-    assert parsed.transaction_id == request.transaction_id
-    assert parsed.username == "srvufrag1234:cli1"
-    assert {USERNAME, ICE_CONTROLLING, USE_CANDIDATE} <= parsed.attributes
+    assert parsed.transaction_id == message.transaction_id
+    assert parsed.username == message.attributes.get("USERNAME")
+    assert attributes <= parsed.attributes
     assert parsed.check(KEY)
     assert not parsed.check(b"another password")
     # aioice agrees on both.
-    again = stun.parse_message(bytes(request))
+    again = stun.parse_message(bytes(message))
     assert again.check_message_integrity(KEY) and not again.check_message_integrity(b"another password")
 
 
@@ -137,23 +149,10 @@ def test_an_odd_length_username_is_padded():
     assert stun.parse_message(ours).attributes["USERNAME"] == "abc:de"
 
 
-def aioice_success(*, key=KEY, transaction_id=None) -> stun.Message:
-    response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE,
-                            transaction_id=transaction_id or os.urandom(12))
-    response.attributes["XOR-MAPPED-ADDRESS"] = ("10.203.0.2", 40000)
-    response.add_message_integrity(key)
-    return response
-
-
-def test_a_success_reads_as_aioice_reads_it():
-    response = aioice_success()
-    parsed = parse_binding_success(bytes(response))
-    assert parsed is not None
-    assert parsed.transaction_id == response.transaction_id
-    assert parsed.check(KEY) and not parsed.check(b"another password")
-    # Our own responses read back too.
-    ours = binding_success(response.transaction_id, ("::1", 5), KEY)
-    assert parse_binding_success(ours).check(KEY)
+def test_our_own_success_reads_back():
+    transaction_id = os.urandom(12)
+    parsed = parse_binding_success(binding_success(transaction_id, ("::1", 5), KEY))
+    assert parsed is not None and parsed.transaction_id == transaction_id and parsed.check(KEY)
 
 
 def test_a_success_is_not_a_request_nor_the_other_way_round():
