@@ -58,7 +58,12 @@ async def test_talker_on_a_is_heard_on_a_and_on_b(two_nodes, speech):
         assert stats_a["node"] == "a" and stats_b["node"] == "b"
         # Every packet of the talk went to b once (one copy for the node, not per listener).
         assert stats_a["relay_sent"] >= 100
-        assert stats_b["packets_relayed_in"] == stats_b["relay_received"] <= stats_a["relay_sent"]
+        relayed = stats_b["packets_relayed_in"] + stats_b["packets_relayed_stale"]
+        assert relayed == stats_b["relay_received"] <= stats_a["relay_sent"]
+        # A first packet may reach b before b has heard of the grant: b drops it as stale
+        # and reads the floor from the store. Only the grant's first packets can be: its
+        # first 100 ms at 50 packets a second.
+        assert stats_b["packets_relayed_stale"] <= 5
         assert stats_b["relay_received"] >= 0.95 * stats_a["relay_sent"]
         assert stats_b["relay_refused"] == 0
     finally:
